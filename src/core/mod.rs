@@ -1,0 +1,11 @@
+//! The deterministic core: formats, wire protocol and (later) replication and lease state
+//! machines.
+//!
+//! Nothing under `core` touches tokio, sockets, the filesystem or the clock. Streaming code is
+//! written against `std::io::{Read, Write}` and `bytes` buffers so callers can hand it a file, a
+//! QUIC stream's buffered bytes or a fuzzer's input; time, where needed, is passed in. That keeps
+//! every decision here unit-testable, simulatable and fuzzable.
+
+pub mod ltx;
+pub mod types;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Plain entry points for the fuzz targets in fuzz/.
