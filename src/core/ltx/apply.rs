@@ -100,7 +100,11 @@ impl DbState {
             checksums.set(pgno, page_checksum(pgno, &buf));
         }
         checksums.truncate(pages);
-        Ok(DbState { pos, page_size, checksums })
+        Ok(DbState {
+            pos,
+            page_size,
+            checksums,
+        })
     }
 }
 
@@ -128,16 +132,24 @@ pub fn apply<R: Read, S: PageStore>(
             });
         }
         if state.page_size != 0 && state.page_size != h.page_size {
-            return Err(LtxError::PageSizeMismatch { file: h.page_size, db: state.page_size });
+            return Err(LtxError::PageSizeMismatch {
+                file: h.page_size,
+                db: state.page_size,
+            });
         }
         let actual = state.checksums.checksum();
         if actual != h.pre_apply_checksum {
-            return Err(LtxError::PreApplyChecksum { expected: h.pre_apply_checksum, actual });
+            return Err(LtxError::PreApplyChecksum {
+                expected: h.pre_apply_checksum,
+                actual,
+            });
         }
     }
     while let Some(page) = reader.next_page()? {
         store.write_page(page.pgno, page.data)?;
-        state.checksums.set(page.pgno, page_checksum(page.pgno, page.data));
+        state
+            .checksums
+            .set(page.pgno, page_checksum(page.pgno, page.data));
     }
     let (trailer, _) = reader.finish()?;
     // A database only grows by pages the file holds (SQLite writes every page it allocates;
@@ -145,16 +157,25 @@ pub fn apply<R: Read, S: PageStore>(
     // allocate checksums for, or sparse-extend the file to, billions of pages.
     let have = state.checksums.page_count();
     if h.commit > have.saturating_add(1) {
-        return Err(LtxError::CommitPastPages { commit: h.commit, pages: have });
+        return Err(LtxError::CommitPastPages {
+            commit: h.commit,
+            pages: have,
+        });
     }
     store.truncate(h.commit, h.page_size)?;
     state.checksums.truncate(h.commit);
     let actual = state.checksums.checksum();
     if actual != trailer.post_apply_checksum {
-        return Err(LtxError::PostApplyMismatch { expected: trailer.post_apply_checksum, actual });
+        return Err(LtxError::PostApplyMismatch {
+            expected: trailer.post_apply_checksum,
+            actual,
+        });
     }
     store.sync()?;
-    state.pos = Pos { txid: h.max_txid, checksum: trailer.post_apply_checksum };
+    state.pos = Pos {
+        txid: h.max_txid,
+        checksum: trailer.post_apply_checksum,
+    };
     state.page_size = if h.is_deletion() { 0 } else { h.page_size };
     Ok(state.pos)
 }

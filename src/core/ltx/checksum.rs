@@ -64,7 +64,9 @@ impl PageChecksums {
     /// Sets the checksum of `pgno`, growing the database if needed (new pages in between count
     /// as 0 until set). XORs out the old value and XORs in the new one.
     pub fn set(&mut self, pgno: PageNo, sum: Checksum) {
-        let Some(idx) = pgno.0.checked_sub(1) else { return };
+        let Some(idx) = pgno.0.checked_sub(1) else {
+            return;
+        };
         let idx = idx as usize;
         if idx >= self.pages.len() {
             self.pages.resize(idx + 1, 0);
@@ -134,7 +136,10 @@ mod tests {
         assert_eq!(c.checksum().0, Checksum::FLAG | p1.0);
         assert_eq!(c.page(PageNo(2)), None);
         c.truncate(3);
-        assert_eq!(c.missing(512).collect::<Vec<_>>(), vec![PageNo(2), PageNo(3)]);
+        assert_eq!(
+            c.missing(512).collect::<Vec<_>>(),
+            vec![PageNo(2), PageNo(3)]
+        );
         c.truncate(0);
         assert_eq!(c.checksum(), Checksum::EMPTY);
     }

@@ -23,7 +23,9 @@ pub enum HeaderError {
     NegativeWalSize(i64),
     #[error("WAL salt set without WAL offset and size")]
     WalSaltWithoutFrames,
-    #[error("WAL offset and WAL size must be both zero or both nonzero (offset {offset}, size {size})")]
+    #[error(
+        "WAL offset and WAL size must be both zero or both nonzero (offset {offset}, size {size})"
+    )]
     WalOffsetSizeMismatch { offset: i64, size: i64 },
     #[error("snapshot (min TXID 1) has nonzero pre-apply checksum {0}")]
     SnapshotWithPreApply(Checksum),
@@ -63,30 +65,62 @@ pub enum LtxError {
     Lz4 { offset: u64, reason: String },
     #[error("{extra} trailing bytes after the page block terminator at offset {offset}")]
     TrailingBody { offset: u64, extra: u64 },
-    #[error("page {pgno} at offset {offset} is not after page {prev}: pages must strictly increase")]
-    PageOrder { offset: u64, pgno: PageNo, prev: PageNo },
+    #[error(
+        "page {pgno} at offset {offset} is not after page {prev}: pages must strictly increase"
+    )]
+    PageOrder {
+        offset: u64,
+        pgno: PageNo,
+        prev: PageNo,
+    },
     #[error("page {pgno} at offset {offset} is beyond commit {commit}")]
-    PageBeyondCommit { offset: u64, pgno: PageNo, commit: u32 },
+    PageBeyondCommit {
+        offset: u64,
+        pgno: PageNo,
+        commit: u32,
+    },
     #[error("page {pgno} at offset {offset} is the lock page, which is never stored")]
     LockPage { offset: u64, pgno: PageNo },
-    #[error("snapshot page {pgno} at offset {offset}: expected page {expected} (snapshots hold every page)")]
-    SnapshotGap { offset: u64, pgno: PageNo, expected: PageNo },
+    #[error(
+        "snapshot page {pgno} at offset {offset}: expected page {expected} (snapshots hold every page)"
+    )]
+    SnapshotGap {
+        offset: u64,
+        pgno: PageNo,
+        expected: PageNo,
+    },
     #[error("snapshot ends after page {last} but commit is {commit}")]
     SnapshotIncomplete { last: PageNo, commit: u32 },
     #[error("deletion file (commit 0) holds page {pgno}")]
     PageInDeletion { pgno: PageNo },
     #[error("file checksum mismatch: trailer says {expected}, content gives {actual}")]
-    FileChecksum { expected: Checksum, actual: Checksum },
+    FileChecksum {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("post-apply checksum mismatch: trailer says {expected}, pages give {actual}")]
-    PostApplyChecksum { expected: Checksum, actual: Checksum },
+    PostApplyChecksum {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("database is at {actual}, but this file applies at txid {}/{}", .min_txid.0.wrapping_sub(1), .pre_apply)]
-    PositionMismatch { actual: Pos, min_txid: Txid, pre_apply: Checksum },
+    PositionMismatch {
+        actual: Pos,
+        min_txid: Txid,
+        pre_apply: Checksum,
+    },
     #[error("page size {file} does not match the database's {db}")]
     PageSizeMismatch { file: u32, db: u32 },
     #[error("database checksum before apply is {actual}, the file expects {expected}")]
-    PreApplyChecksum { expected: Checksum, actual: Checksum },
+    PreApplyChecksum {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("database checksum after apply is {actual}, the file promises {expected}")]
-    PostApplyMismatch { expected: Checksum, actual: Checksum },
+    PostApplyMismatch {
+        expected: Checksum,
+        actual: Checksum,
+    },
     #[error("commit {commit} grows the database past its {pages} pages without supplying them")]
     CommitPastPages { commit: u32, pages: u32 },
     #[error("writer misuse: {0}")]

@@ -32,3 +32,6 @@ pub use header::{FLAG_COMPRESS_LZ4, HEADER_SIZE, Header, MAGIC, TRAILER_SIZE, Tr
 pub use name::{file_name, parse_file_name};
 pub use reader::{LtxReader, MIN_FILE_SIZE, Page, Summary, verify};
 pub use writer::LtxWriter;
+
+#[cfg(test)]
+mod tests;
