@@ -26,10 +26,7 @@ fn ltx_files(dir: &Path) -> Vec<(PathBuf, Bytes)> {
         .collect();
     files.sort_by_key(|p| parse_file_name(p.file_name().unwrap().to_str().unwrap()).unwrap());
     assert!(!files.is_empty(), "no LTX files in {}", dir.display());
-    files
-        .into_iter()
-        .map(|p| (p.clone(), Bytes::from(fs::read(&p).unwrap())))
-        .collect()
+    files.into_iter().map(|p| (p.clone(), Bytes::from(fs::read(&p).unwrap()))).collect()
 }
 
 fn reader(b: &Bytes) -> LtxReader<&[u8]> {
@@ -38,10 +35,7 @@ fn reader(b: &Bytes) -> LtxReader<&[u8]> {
 
 fn expected(db: &str) -> (Vec<u8>, Pos) {
     let dir = vectors().join(db);
-    let pos = fs::read_to_string(dir.join("expected.pos"))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let pos = fs::read_to_string(dir.join("expected.pos")).unwrap().parse().unwrap();
     (fs::read(dir.join("expected.db")).unwrap(), pos)
 }
 
@@ -77,10 +71,7 @@ fn incremental_chain_rebuilds_expected_db() {
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         }
         assert_eq!(state.pos, want_pos, "{db}");
-        assert!(
-            store.bytes == want,
-            "{db}: database differs from expected.db"
-        );
+        assert!(store.bytes == want, "{db}: database differs from expected.db");
         // The checksums we maintained incrementally equal a full rescan.
         let pages = (want.len() / state.page_size as usize) as u32;
         let rescanned = DbState::scan(&mut store, want_pos, state.page_size, pages).unwrap();
@@ -94,16 +85,11 @@ fn snapshot_alone_rebuilds_expected_db() {
         let (want, want_pos) = expected(db);
         let files = ltx_files(&vectors().join(db).join("snapshot"));
         assert_eq!(files.len(), 1);
-        let mut store = MemStore {
-            bytes: vec![0xee; 12345],
-        };
+        let mut store = MemStore { bytes: vec![0xee; 12345] };
         let mut state = DbState::default();
         let pos = apply(reader(&files[0].1), &mut store, &mut state).unwrap();
         assert_eq!(pos, want_pos, "{db}");
-        assert!(
-            store.bytes == want,
-            "{db}: database differs from expected.db"
-        );
+        assert!(store.bytes == want, "{db}: database differs from expected.db");
     }
 }
 
@@ -115,10 +101,7 @@ fn reencoded_files_carry_litefs_checksums() {
                 let theirs = verify(&bytes[..], bytes.len() as u64).unwrap();
                 for flags in [0, FLAG_COMPRESS_LZ4] {
                     let mut r = reader(&bytes);
-                    let header = litefleet::core::ltx::Header {
-                        flags,
-                        ..*r.header()
-                    };
+                    let header = litefleet::core::ltx::Header { flags, ..*r.header() };
                     let mut w = LtxWriter::new(Vec::new(), header).unwrap();
                     while let Some(p) = r.next_page().unwrap() {
                         w.write_page(p.pgno, p.data).unwrap();
@@ -126,10 +109,7 @@ fn reencoded_files_carry_litefs_checksums() {
                     let (out, trailer) = w.finish(theirs.trailer.post_apply_checksum).unwrap();
                     let ours = verify(&out[..], out.len() as u64).unwrap();
                     assert_eq!(ours.trailer, trailer);
-                    assert_eq!(
-                        trailer.post_apply_checksum,
-                        theirs.trailer.post_apply_checksum
-                    );
+                    assert_eq!(trailer.post_apply_checksum, theirs.trailer.post_apply_checksum);
                     // The file checksum covers the header, flags included, and the logical
                     // (uncompressed) content: same flags, same checksum as LiteFS's.
                     if flags == theirs.header.flags {
@@ -158,10 +138,7 @@ fn compaction_of_the_chain_rebuilds_expected_db() {
         assert!(h.is_snapshot());
         let mut store = MemStore::default();
         let mut state = DbState::default();
-        assert_eq!(
-            apply(reader(&Bytes::from(out)), &mut store, &mut state).unwrap(),
-            want_pos
-        );
+        assert_eq!(apply(reader(&Bytes::from(out)), &mut store, &mut state).unwrap(), want_pos);
         assert!(store.bytes == want, "{db}");
         // A tail of the chain applied on top of the head.
         let split = files.len() / 2;
@@ -173,10 +150,7 @@ fn compaction_of_the_chain_rebuilds_expected_db() {
         let inputs = files[split..].iter().map(|(_, b)| reader(b)).collect();
         let (out, h) = compact(inputs, 0, Vec::new()).unwrap();
         assert!(!h.is_snapshot());
-        assert_eq!(
-            apply(reader(&Bytes::from(out)), &mut store, &mut state).unwrap(),
-            want_pos
-        );
+        assert_eq!(apply(reader(&Bytes::from(out)), &mut store, &mut state).unwrap(), want_pos);
         assert!(store.bytes == want, "{db}");
     }
 }
@@ -206,10 +180,7 @@ fn litefs_data_dir_replays_to_its_databases() {
         }
         assert_eq!(state.pos, pos.parse::<Pos>().unwrap(), "{db}");
         let database = fs::read(dir.join("database")).unwrap();
-        assert!(
-            store.bytes == database,
-            "{db}: replay differs from the database file"
-        );
+        assert!(store.bytes == database, "{db}: replay differs from the database file");
     }
     fs::remove_dir_all(&tmp).unwrap();
 }

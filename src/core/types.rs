@@ -87,16 +87,10 @@ pub struct Pos {
 
 impl Pos {
     /// The position of a database that does not exist yet.
-    pub const EMPTY: Pos = Pos {
-        txid: Txid::ZERO,
-        checksum: Checksum(0),
-    };
+    pub const EMPTY: Pos = Pos { txid: Txid::ZERO, checksum: Checksum(0) };
 
     pub fn new(txid: u64, checksum: u64) -> Pos {
-        Pos {
-            txid: Txid(txid),
-            checksum: Checksum(checksum),
-        }
+        Pos { txid: Txid(txid), checksum: Checksum(checksum) }
     }
 }
 
@@ -116,10 +110,7 @@ pub struct ParseError {
 }
 
 fn parse_hex16(text: &str, what: &'static str) -> Result<u64, ParseError> {
-    let err = || ParseError {
-        what,
-        text: text.to_owned(),
-    };
+    let err = || ParseError { what, text: text.to_owned() };
     if text.len() != 16 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(err());
     }
@@ -132,15 +123,9 @@ impl FromStr for Pos {
     fn from_str(s: &str) -> Result<Pos, ParseError> {
         let t = s.strip_suffix('\n').unwrap_or(s);
         let Some((a, b)) = t.split_once('/') else {
-            return Err(ParseError {
-                what: "position",
-                text: s.to_owned(),
-            });
+            return Err(ParseError { what: "position", text: s.to_owned() });
         };
-        Ok(Pos::new(
-            parse_hex16(a, "position")?,
-            parse_hex16(b, "position")?,
-        ))
+        Ok(Pos::new(parse_hex16(a, "position")?, parse_hex16(b, "position")?))
     }
 }
 
@@ -181,10 +166,7 @@ impl FromStr for ClusterId {
     fn from_str(s: &str) -> Result<ClusterId, ParseError> {
         let t = s.trim_end_matches('\n');
         let Some(hex) = t.strip_prefix("LFSC") else {
-            return Err(ParseError {
-                what: "cluster id",
-                text: s.to_owned(),
-            });
+            return Err(ParseError { what: "cluster id", text: s.to_owned() });
         };
         parse_hex16(hex, "cluster id").map(ClusterId)
     }

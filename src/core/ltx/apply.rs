@@ -70,6 +70,12 @@ impl PageStore for MemStore {
     }
 }
 
+/// Whether writing `pgno` to a database of `end` pages leaves no hole other than the lock page.
+pub(super) fn extends(end: u32, pgno: PageNo, lock: PageNo) -> bool {
+    let next = u64::from(end) + 1;
+    u64::from(pgno.0) <= next || (next == u64::from(lock.0) && u64::from(pgno.0) == next + 1)
+}
+
 /// The state of a database as `apply` sees it: its position and page checksums.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DbState {
@@ -100,11 +106,7 @@ impl DbState {
             checksums.set(pgno, page_checksum(pgno, &buf));
         }
         checksums.truncate(pages);
-        Ok(DbState {
-            pos,
-            page_size,
-            checksums,
-        })
+        Ok(DbState { pos, page_size, checksums })
     }
 }
 
@@ -132,50 +134,40 @@ pub fn apply<R: Read, S: PageStore>(
             });
         }
         if state.page_size != 0 && state.page_size != h.page_size {
-            return Err(LtxError::PageSizeMismatch {
-                file: h.page_size,
-                db: state.page_size,
-            });
+            return Err(LtxError::PageSizeMismatch { file: h.page_size, db: state.page_size });
         }
         let actual = state.checksums.checksum();
         if actual != h.pre_apply_checksum {
-            return Err(LtxError::PreApplyChecksum {
-                expected: h.pre_apply_checksum,
-                actual,
-            });
+            return Err(LtxError::PreApplyChecksum { expected: h.pre_apply_checksum, actual });
         }
     }
+    // A database only grows by pages the file holds: the primary never ships a hole past the
+    // end of the database (the lock page is the one page that is never stored). Checking this
+    // before each write keeps a hostile page number or Commit from making us allocate
+    // checksums for, or sparse-extend the file to, billions of pages, and keeps every page's
+    // checksum known.
+    let lock = PageNo::lock_page(h.page_size);
+    let mut end = state.checksums.page_count();
     while let Some(page) = reader.next_page()? {
+        if !extends(end, page.pgno, lock) {
+            return Err(LtxError::HolePastEnd { pgno: page.pgno, pages: end });
+        }
+        end = end.max(page.pgno.0);
         store.write_page(page.pgno, page.data)?;
-        state
-            .checksums
-            .set(page.pgno, page_checksum(page.pgno, page.data));
+        state.checksums.set(page.pgno, page_checksum(page.pgno, page.data));
     }
     let (trailer, _) = reader.finish()?;
-    // A database only grows by pages the file holds (SQLite writes every page it allocates;
-    // the lock page is the one hole). Refusing more keeps a hostile Commit from making us
-    // allocate checksums for, or sparse-extend the file to, billions of pages.
-    let have = state.checksums.page_count();
-    if h.commit > have.saturating_add(1) {
-        return Err(LtxError::CommitPastPages {
-            commit: h.commit,
-            pages: have,
-        });
+    if h.commit > end {
+        return Err(LtxError::CommitPastPages { commit: h.commit, pages: end });
     }
     store.truncate(h.commit, h.page_size)?;
     state.checksums.truncate(h.commit);
     let actual = state.checksums.checksum();
     if actual != trailer.post_apply_checksum {
-        return Err(LtxError::PostApplyMismatch {
-            expected: trailer.post_apply_checksum,
-            actual,
-        });
+        return Err(LtxError::PostApplyMismatch { expected: trailer.post_apply_checksum, actual });
     }
     store.sync()?;
-    state.pos = Pos {
-        txid: h.max_txid,
-        checksum: trailer.post_apply_checksum,
-    };
+    state.pos = Pos { txid: h.max_txid, checksum: trailer.post_apply_checksum };
     state.page_size = if h.is_deletion() { 0 } else { h.page_size };
     Ok(state.pos)
 }

@@ -136,10 +136,7 @@ mod tests {
         assert_eq!(c.checksum().0, Checksum::FLAG | p1.0);
         assert_eq!(c.page(PageNo(2)), None);
         c.truncate(3);
-        assert_eq!(
-            c.missing(512).collect::<Vec<_>>(),
-            vec![PageNo(2), PageNo(3)]
-        );
+        assert_eq!(c.missing(512).collect::<Vec<_>>(), vec![PageNo(2), PageNo(3)]);
         c.truncate(0);
         assert_eq!(c.checksum(), Checksum::EMPTY);
     }

@@ -32,10 +32,7 @@ pub fn compact<R: Read, W: Write>(
     for pair in inputs.windows(2) {
         let (a, b) = (pair[0].header(), pair[1].header());
         if a.page_size != b.page_size {
-            return Err(err(format!(
-                "page size {} then {}",
-                a.page_size, b.page_size
-            )));
+            return Err(err(format!("page size {} then {}", a.page_size, b.page_size)));
         }
         if a.max_txid.next() != Some(b.min_txid) {
             return Err(err(format!(
@@ -84,9 +81,7 @@ pub fn compact<R: Read, W: Write>(
     let mut final_post = None;
     for r in &inputs {
         // invariant: every input returned None above, which happens only after its trailer.
-        let t = *r
-            .trailer()
-            .ok_or(LtxError::Misuse("input not fully read"))?;
+        let t = *r.trailer().ok_or(LtxError::Misuse("input not fully read"))?;
         let h = r.header();
         if let Some(p) = prev_post
             && !h.is_snapshot()
@@ -108,8 +103,5 @@ pub fn compact<R: Read, W: Write>(
 /// The TXID range a compaction of files covering these ranges would have, if contiguous.
 pub fn merged_range(ranges: &[(Txid, Txid)]) -> Option<(Txid, Txid)> {
     let (first, last) = (ranges.first()?, ranges.last()?);
-    ranges
-        .windows(2)
-        .all(|w| w[0].1.next() == Some(w[1].0))
-        .then_some((first.0, last.1))
+    ranges.windows(2).all(|w| w[0].1.next() == Some(w[1].0)).then_some((first.0, last.1))
 }

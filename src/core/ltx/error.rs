@@ -68,59 +68,33 @@ pub enum LtxError {
     #[error(
         "page {pgno} at offset {offset} is not after page {prev}: pages must strictly increase"
     )]
-    PageOrder {
-        offset: u64,
-        pgno: PageNo,
-        prev: PageNo,
-    },
+    PageOrder { offset: u64, pgno: PageNo, prev: PageNo },
     #[error("page {pgno} at offset {offset} is beyond commit {commit}")]
-    PageBeyondCommit {
-        offset: u64,
-        pgno: PageNo,
-        commit: u32,
-    },
+    PageBeyondCommit { offset: u64, pgno: PageNo, commit: u32 },
     #[error("page {pgno} at offset {offset} is the lock page, which is never stored")]
     LockPage { offset: u64, pgno: PageNo },
     #[error(
         "snapshot page {pgno} at offset {offset}: expected page {expected} (snapshots hold every page)"
     )]
-    SnapshotGap {
-        offset: u64,
-        pgno: PageNo,
-        expected: PageNo,
-    },
+    SnapshotGap { offset: u64, pgno: PageNo, expected: PageNo },
     #[error("snapshot ends after page {last} but commit is {commit}")]
     SnapshotIncomplete { last: PageNo, commit: u32 },
     #[error("deletion file (commit 0) holds page {pgno}")]
     PageInDeletion { pgno: PageNo },
     #[error("file checksum mismatch: trailer says {expected}, content gives {actual}")]
-    FileChecksum {
-        expected: Checksum,
-        actual: Checksum,
-    },
+    FileChecksum { expected: Checksum, actual: Checksum },
     #[error("post-apply checksum mismatch: trailer says {expected}, pages give {actual}")]
-    PostApplyChecksum {
-        expected: Checksum,
-        actual: Checksum,
-    },
+    PostApplyChecksum { expected: Checksum, actual: Checksum },
     #[error("database is at {actual}, but this file applies at txid {}/{}", .min_txid.0.wrapping_sub(1), .pre_apply)]
-    PositionMismatch {
-        actual: Pos,
-        min_txid: Txid,
-        pre_apply: Checksum,
-    },
+    PositionMismatch { actual: Pos, min_txid: Txid, pre_apply: Checksum },
     #[error("page size {file} does not match the database's {db}")]
     PageSizeMismatch { file: u32, db: u32 },
     #[error("database checksum before apply is {actual}, the file expects {expected}")]
-    PreApplyChecksum {
-        expected: Checksum,
-        actual: Checksum,
-    },
+    PreApplyChecksum { expected: Checksum, actual: Checksum },
     #[error("database checksum after apply is {actual}, the file promises {expected}")]
-    PostApplyMismatch {
-        expected: Checksum,
-        actual: Checksum,
-    },
+    PostApplyMismatch { expected: Checksum, actual: Checksum },
+    #[error("page {pgno} would leave a hole after the database's last page {pages}")]
+    HolePastEnd { pgno: PageNo, pages: u32 },
     #[error("commit {commit} grows the database past its {pages} pages without supplying them")]
     CommitPastPages { commit: u32, pages: u32 },
     #[error("writer misuse: {0}")]

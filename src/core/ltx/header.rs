@@ -66,10 +66,7 @@ impl Header {
 
     /// The position a database must be at for this file to apply (ignored for snapshots).
     pub fn pre_apply_pos(&self) -> Pos {
-        Pos {
-            txid: Txid(self.min_txid.0.saturating_sub(1)),
-            checksum: self.pre_apply_checksum,
-        }
+        Pos { txid: Txid(self.min_txid.0.saturating_sub(1)), checksum: self.pre_apply_checksum }
     }
 
     /// Checks every header invariant of LTX v1.
@@ -84,10 +81,7 @@ impl Header {
             return Err(HeaderError::ZeroMinTxid);
         }
         if self.min_txid > self.max_txid {
-            return Err(HeaderError::TxidsOutOfOrder {
-                min: self.min_txid,
-                max: self.max_txid,
-            });
+            return Err(HeaderError::TxidsOutOfOrder { min: self.min_txid, max: self.max_txid });
         }
         if self.wal_offset < 0 {
             return Err(HeaderError::NegativeWalOffset(self.wal_offset));
@@ -181,10 +175,7 @@ pub struct Trailer {
 impl Trailer {
     pub fn decode(bytes: &[u8; TRAILER_SIZE]) -> Trailer {
         let mut b = &bytes[..];
-        Trailer {
-            post_apply_checksum: Checksum(b.get_u64()),
-            file_checksum: Checksum(b.get_u64()),
-        }
+        Trailer { post_apply_checksum: Checksum(b.get_u64()), file_checksum: Checksum(b.get_u64()) }
     }
 
     pub fn encode(&self) -> [u8; TRAILER_SIZE] {
@@ -263,34 +254,16 @@ mod tests {
     fn each_invariant_is_checked() {
         let cases: Vec<(Box<dyn Fn(&mut Header)>, HeaderError)> = vec![
             (Box::new(|h| h.flags = 2), HeaderError::InvalidFlags(2)),
-            (
-                Box::new(|h| h.page_size = 256),
-                HeaderError::InvalidPageSize(256),
-            ),
-            (
-                Box::new(|h| h.page_size = 131072),
-                HeaderError::InvalidPageSize(131072),
-            ),
-            (
-                Box::new(|h| h.page_size = 4097),
-                HeaderError::InvalidPageSize(4097),
-            ),
+            (Box::new(|h| h.page_size = 256), HeaderError::InvalidPageSize(256)),
+            (Box::new(|h| h.page_size = 131072), HeaderError::InvalidPageSize(131072)),
+            (Box::new(|h| h.page_size = 4097), HeaderError::InvalidPageSize(4097)),
             (Box::new(|h| h.min_txid = Txid(0)), HeaderError::ZeroMinTxid),
             (
                 Box::new(|h| h.max_txid = Txid(4)),
-                HeaderError::TxidsOutOfOrder {
-                    min: Txid(5),
-                    max: Txid(4),
-                },
+                HeaderError::TxidsOutOfOrder { min: Txid(5), max: Txid(4) },
             ),
-            (
-                Box::new(|h| h.wal_offset = -1),
-                HeaderError::NegativeWalOffset(-1),
-            ),
-            (
-                Box::new(|h| h.wal_size = -1),
-                HeaderError::NegativeWalSize(-1),
-            ),
+            (Box::new(|h| h.wal_offset = -1), HeaderError::NegativeWalOffset(-1)),
+            (Box::new(|h| h.wal_size = -1), HeaderError::NegativeWalSize(-1)),
             (
                 Box::new(|h| {
                     h.wal_offset = 0;
@@ -304,10 +277,7 @@ mod tests {
                     h.wal_salt2 = 0;
                     h.wal_size = 0;
                 }),
-                HeaderError::WalOffsetSizeMismatch {
-                    offset: 32,
-                    size: 0,
-                },
+                HeaderError::WalOffsetSizeMismatch { offset: 32, size: 0 },
             ),
             (
                 Box::new(|h| {
@@ -315,19 +285,13 @@ mod tests {
                     h.wal_salt2 = 0;
                     h.wal_offset = 0;
                 }),
-                HeaderError::WalOffsetSizeMismatch {
-                    offset: 0,
-                    size: 4120,
-                },
+                HeaderError::WalOffsetSizeMismatch { offset: 0, size: 4120 },
             ),
             (
                 Box::new(|h| h.min_txid = Txid(1)),
                 HeaderError::SnapshotWithPreApply(Checksum(0x8111_2233_4455_6677)),
             ),
-            (
-                Box::new(|h| h.pre_apply_checksum = Checksum(0)),
-                HeaderError::MissingPreApply,
-            ),
+            (Box::new(|h| h.pre_apply_checksum = Checksum(0)), HeaderError::MissingPreApply),
             (
                 Box::new(|h| h.pre_apply_checksum = Checksum(5)),
                 HeaderError::UnflaggedPreApply(Checksum(5)),
@@ -357,18 +321,9 @@ mod tests {
         };
         assert_eq!(Trailer::decode(&t.encode()), t);
         assert_eq!(t.validate(), Ok(()));
-        let bad = Trailer {
-            post_apply_checksum: Checksum(1),
-            ..t
-        };
+        let bad = Trailer { post_apply_checksum: Checksum(1), ..t };
         assert_eq!(bad.validate(), Err(TrailerError::BadPostApply(Checksum(1))));
-        let bad = Trailer {
-            file_checksum: Checksum(0),
-            ..t
-        };
-        assert_eq!(
-            bad.validate(),
-            Err(TrailerError::BadFileChecksum(Checksum(0)))
-        );
+        let bad = Trailer { file_checksum: Checksum(0), ..t };
+        assert_eq!(bad.validate(), Err(TrailerError::BadFileChecksum(Checksum(0))));
     }
 }

@@ -27,10 +27,7 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        assert_eq!(
-            file_name(Txid(1), Txid(0xe)),
-            "0000000000000001-000000000000000e.ltx"
-        );
+        assert_eq!(file_name(Txid(1), Txid(0xe)), "0000000000000001-000000000000000e.ltx");
         assert_eq!(
             parse_file_name("0000000000000001-000000000000000e.ltx"),
             Some((Txid(1), Txid(0xe)))

@@ -114,10 +114,7 @@ impl<R: Read> LtxReader<R> {
             return Ok(None);
         }
         match self.read_page() {
-            Ok(true) => Ok(Some(Page {
-                pgno: self.prev,
-                data: &self.page,
-            })),
+            Ok(true) => Ok(Some(Page { pgno: self.prev, data: &self.page })),
             Ok(false) => Ok(None),
             Err(e) => {
                 self.failed = true;
@@ -130,9 +127,7 @@ impl<R: Read> LtxReader<R> {
     /// positioned just after the file.
     pub fn finish(mut self) -> Result<(Trailer, R), LtxError> {
         while self.next_page()?.is_some() {}
-        let trailer = self
-            .trailer
-            .ok_or(LtxError::Misuse("no trailer after the last page"))?;
+        let trailer = self.trailer.ok_or(LtxError::Misuse("no trailer after the last page"))?;
         match self.body {
             Body::Done(r) => Ok((trailer, r)),
             _ => Err(LtxError::Misuse("body not consumed after the trailer")),
@@ -167,18 +162,10 @@ impl<R: Read> LtxReader<R> {
             return Err(LtxError::PageInDeletion { pgno });
         }
         if pgno <= self.prev {
-            return Err(LtxError::PageOrder {
-                offset,
-                pgno,
-                prev: self.prev,
-            });
+            return Err(LtxError::PageOrder { offset, pgno, prev: self.prev });
         }
         if pgno.0 > h.commit {
-            return Err(LtxError::PageBeyondCommit {
-                offset,
-                pgno,
-                commit: h.commit,
-            });
+            return Err(LtxError::PageBeyondCommit { offset, pgno, commit: h.commit });
         }
         let lock = PageNo::lock_page(h.page_size);
         if pgno == lock {
@@ -187,11 +174,7 @@ impl<R: Read> LtxReader<R> {
         if h.is_snapshot() {
             let expected = next_snapshot_page(self.prev, lock);
             if pgno != expected {
-                return Err(LtxError::SnapshotGap {
-                    offset,
-                    pgno,
-                    expected,
-                });
+                return Err(LtxError::SnapshotGap { offset, pgno, expected });
             }
         }
         Ok(())
@@ -204,19 +187,13 @@ impl<R: Read> LtxReader<R> {
         if h.is_snapshot()
             && next_snapshot_page(self.prev, PageNo::lock_page(h.page_size)).0 <= h.commit
         {
-            return Err(LtxError::SnapshotIncomplete {
-                last: self.prev,
-                commit: h.commit,
-            });
+            return Err(LtxError::SnapshotIncomplete { last: self.prev, commit: h.commit });
         }
         let end = self.offset;
         let mut r = match std::mem::replace(&mut self.body, Body::Poisoned) {
             Body::Plain(t) => {
                 if t.limit() != 0 {
-                    return Err(LtxError::TrailingBody {
-                        offset: end,
-                        extra: t.limit(),
-                    });
+                    return Err(LtxError::TrailingBody { offset: end, extra: t.limit() });
                 }
                 t.into_inner()
             }
@@ -227,16 +204,10 @@ impl<R: Read> LtxReader<R> {
                 match d.read(&mut probe) {
                     Ok(0) => {}
                     Ok(_) => {
-                        return Err(LtxError::TrailingBody {
-                            offset: end,
-                            extra: 1,
-                        });
+                        return Err(LtxError::TrailingBody { offset: end, extra: 1 });
                     }
                     Err(e) => {
-                        return Err(LtxError::Lz4 {
-                            offset: end,
-                            reason: e.to_string(),
-                        });
+                        return Err(LtxError::Lz4 { offset: end, reason: e.to_string() });
                     }
                 }
                 let t = d.into_inner();
@@ -253,18 +224,14 @@ impl<R: Read> LtxReader<R> {
             }
         };
         let mut tb = [0u8; TRAILER_SIZE];
-        r.read_exact(&mut tb)
-            .map_err(|e| eof_as(e, end, "trailer"))?;
+        r.read_exact(&mut tb).map_err(|e| eof_as(e, end, "trailer"))?;
         self.body = Body::Done(r);
         let trailer = Trailer::decode(&tb);
         trailer.validate()?;
         self.digest.update(&tb[..8]);
         let actual = Checksum(Checksum::FLAG | self.digest.clone().finalize());
         if actual != trailer.file_checksum {
-            return Err(LtxError::FileChecksum {
-                expected: trailer.file_checksum,
-                actual,
-            });
+            return Err(LtxError::FileChecksum { expected: trailer.file_checksum, actual });
         }
         if let Some(x) = self.snapshot_xor {
             let actual = Checksum(Checksum::FLAG | x);
@@ -283,10 +250,9 @@ impl<R: Read> LtxReader<R> {
         let offset = self.offset;
         let res = match &mut self.body {
             Body::Plain(t) => t.read_exact(buf).map_err(|e| eof_as(e, offset, what)),
-            Body::Lz4(d) => d.read_exact(buf).map_err(|e| LtxError::Lz4 {
-                offset,
-                reason: format!("reading {what}: {e}"),
-            }),
+            Body::Lz4(d) => d
+                .read_exact(buf)
+                .map_err(|e| LtxError::Lz4 { offset, reason: format!("reading {what}: {e}") }),
             Body::Done(_) | Body::Poisoned => Err(LtxError::Misuse("read after the trailer")),
         };
         res?;
@@ -299,11 +265,7 @@ impl<R: Read> LtxReader<R> {
 /// The page a snapshot must hold after `prev`, skipping the lock page.
 pub(crate) fn next_snapshot_page(prev: PageNo, lock: PageNo) -> PageNo {
     let n = PageNo(prev.0.saturating_add(1));
-    if n == lock {
-        PageNo(n.0.saturating_add(1))
-    } else {
-        n
-    }
+    if n == lock { PageNo(n.0.saturating_add(1)) } else { n }
 }
 
 fn eof_as(e: io::Error, offset: u64, what: &'static str) -> LtxError {
@@ -331,9 +293,5 @@ pub fn verify<R: Read>(r: R, file_len: u64) -> Result<Summary, LtxError> {
     }
     let header = *rd.header();
     let (trailer, _) = rd.finish()?;
-    Ok(Summary {
-        header,
-        trailer,
-        page_count,
-    })
+    Ok(Summary { header, trailer, page_count })
 }

@@ -84,10 +84,7 @@ fn raw_and_writer_agree() {
 #[test]
 fn compressed_round_trip_and_reader_state() {
     let (pages, sum) = snapshot3();
-    let h = Header {
-        flags: FLAG_COMPRESS_LZ4,
-        ..hdr(1, 1, 3, 0)
-    };
+    let h = Header { flags: FLAG_COMPRESS_LZ4, ..hdr(1, 1, 3, 0) };
     let b = written(h, &pages, sum);
     let mut r = LtxReader::new(&b[..], b.len() as u64).unwrap();
     assert_eq!(r.header(), &h);
@@ -102,22 +99,10 @@ fn compressed_round_trip_and_reader_state() {
 
 #[test]
 fn too_short_and_truncated_header() {
-    assert!(matches!(
-        check(&[0; 119]),
-        Err(LtxError::TooShort { len: 119 })
-    ));
+    assert!(matches!(check(&[0; 119]), Err(LtxError::TooShort { len: 119 })));
     let b = [0u8; 150];
     let e = LtxReader::new(&b[..50], 150).err().unwrap();
-    assert!(
-        matches!(
-            e,
-            LtxError::Truncated {
-                offset: 0,
-                what: "header"
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, LtxError::Truncated { offset: 0, what: "header" }), "{e}");
 }
 
 #[test]
@@ -125,22 +110,9 @@ fn header_errors_surface_through_the_reader() {
     let (pages, sum) = snapshot3();
     let mut b = raw(&hdr(1, 1, 3, 0), &pages, sum);
     b[0] = b'X';
-    assert!(matches!(
-        check(&b),
-        Err(LtxError::Header(HeaderError::BadMagic(_)))
-    ));
-    let b = raw(
-        &Header {
-            page_size: 1000,
-            ..hdr(1, 1, 3, 0)
-        },
-        &pages,
-        sum,
-    );
-    assert!(matches!(
-        check(&b),
-        Err(LtxError::Header(HeaderError::InvalidPageSize(1000)))
-    ));
+    assert!(matches!(check(&b), Err(LtxError::Header(HeaderError::BadMagic(_)))));
+    let b = raw(&Header { page_size: 1000, ..hdr(1, 1, 3, 0) }, &pages, sum);
+    assert!(matches!(check(&b), Err(LtxError::Header(HeaderError::InvalidPageSize(1000)))));
 }
 
 #[test]
@@ -149,33 +121,12 @@ fn truncated_body() {
     let b = raw(&hdr(1, 1, 3, 0), &pages, sum);
     // Claim the full length but supply less: cut inside the page header of page 2.
     let cut = 100 + 516 + 2;
-    let e = LtxReader::new(&b[..cut], b.len() as u64)
-        .and_then(|r| r.finish())
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            e,
-            LtxError::Truncated {
-                offset: 616,
-                what: "page header"
-            }
-        ),
-        "{e}"
-    );
+    let e = LtxReader::new(&b[..cut], b.len() as u64).and_then(|r| r.finish()).err().unwrap();
+    assert!(matches!(e, LtxError::Truncated { offset: 616, what: "page header" }), "{e}");
     // A shorter file: the page data of page 3 runs into where the trailer must be.
     let short = [&b[..100 + 516 * 2 + 100], &b[b.len() - 20..]].concat();
     let e = check(&short).err().unwrap();
-    assert!(
-        matches!(
-            e,
-            LtxError::Truncated {
-                offset: 1136,
-                what: "page data"
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, LtxError::Truncated { offset: 1136, what: "page data" }), "{e}");
 }
 
 #[test]
@@ -185,16 +136,7 @@ fn trailing_bytes_after_terminator() {
     let n = b.len();
     let padded = [&b[..n - 16], &[0u8; 5][..], &b[n - 16..]].concat();
     let e = check(&padded).err().unwrap();
-    assert!(
-        matches!(
-            e,
-            LtxError::TrailingBody {
-                offset: 1652,
-                extra: 5
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, LtxError::TrailingBody { offset: 1652, extra: 5 }), "{e}");
 }
 
 #[test]
@@ -206,47 +148,22 @@ fn page_order_commit_lock_and_snapshot_rules() {
         (hdr(2, 2, 5, pre), vec![(4, page(1)), (2, page(1))], "order"),
         (hdr(2, 2, 5, pre), vec![(6, page(1))], "commit"),
         (hdr(2, 2, 0, pre), vec![(1, page(1))], "deletion"),
-        (
-            hdr(2, 2, 2_097_160, pre),
-            vec![(2_097_153, page(1))],
-            "lock",
-        ),
+        (hdr(2, 2, 2_097_160, pre), vec![(2_097_153, page(1))], "lock"),
         (hdr(1, 1, 3, 0), vec![(1, page(1)), (3, page(1))], "gap"),
         (hdr(1, 1, 3, 0), vec![(2, page(1))], "gap"),
-        (
-            hdr(1, 1, 3, 0),
-            vec![(1, page(1)), (2, page(1))],
-            "incomplete",
-        ),
+        (hdr(1, 1, 3, 0), vec![(1, page(1)), (2, page(1))], "incomplete"),
     ];
     for (h, pages, what) in cases {
         let e = check(&raw(&h, &pages, post)).err().unwrap();
         let ok = match what {
             "order" => matches!(e, LtxError::PageOrder { .. }),
-            "commit" => matches!(
-                e,
-                LtxError::PageBeyondCommit {
-                    pgno: PageNo(6),
-                    commit: 5,
-                    ..
-                }
-            ),
+            "commit" => matches!(e, LtxError::PageBeyondCommit { pgno: PageNo(6), commit: 5, .. }),
             "deletion" => matches!(e, LtxError::PageInDeletion { pgno: PageNo(1) }),
-            "lock" => matches!(
-                e,
-                LtxError::LockPage {
-                    offset: 100,
-                    pgno: PageNo(2_097_153)
-                }
-            ),
+            "lock" => matches!(e, LtxError::LockPage { offset: 100, pgno: PageNo(2_097_153) }),
             "gap" => matches!(e, LtxError::SnapshotGap { .. }),
-            "incomplete" => matches!(
-                e,
-                LtxError::SnapshotIncomplete {
-                    last: PageNo(2),
-                    commit: 3
-                }
-            ),
+            "incomplete" => {
+                matches!(e, LtxError::SnapshotIncomplete { last: PageNo(2), commit: 3 })
+            }
             _ => unreachable!(),
         };
         assert!(ok, "{what}: {e}");
@@ -258,10 +175,7 @@ fn snapshot_skips_the_lock_page() {
     // 512-byte pages put the lock page at 2097153: a snapshot of 2097154 pages is too big for
     // a unit test, so check the writer and reader agree on the rule through the helper.
     let lock = PageNo::lock_page(PS);
-    assert_eq!(
-        reader::next_snapshot_page(PageNo(lock.0 - 1), lock),
-        PageNo(lock.0 + 1)
-    );
+    assert_eq!(reader::next_snapshot_page(PageNo(lock.0 - 1), lock), PageNo(lock.0 + 1));
     assert_eq!(reader::next_snapshot_page(PageNo(1), lock), PageNo(2));
 }
 
@@ -280,11 +194,7 @@ fn checksum_mismatches() {
     );
 
     // Deletions must carry the empty-database checksum.
-    let b = raw(
-        &hdr(4, 4, 0, 0x8000_0000_0000_0009),
-        &[],
-        Checksum(0x8000_0000_0000_0001),
-    );
+    let b = raw(&hdr(4, 4, 0, 0x8000_0000_0000_0009), &[], Checksum(0x8000_0000_0000_0001));
     assert!(matches!(check(&b), Err(LtxError::PostApplyChecksum { .. })));
     let b = raw(&hdr(4, 4, 0, 0x8000_0000_0000_0009), &[], Checksum::EMPTY);
     assert_eq!(check(&b).unwrap().page_count, 0);
@@ -292,31 +202,18 @@ fn checksum_mismatches() {
 
 #[test]
 fn trailer_flags_are_required() {
-    let b = raw(
-        &hdr(2, 2, 3, 0x8000_0000_0000_0001),
-        &[(1, page(1))],
-        Checksum(7),
-    );
-    assert!(matches!(
-        check(&b),
-        Err(LtxError::Trailer(TrailerError::BadPostApply(Checksum(7))))
-    ));
+    let b = raw(&hdr(2, 2, 3, 0x8000_0000_0000_0001), &[(1, page(1))], Checksum(7));
+    assert!(matches!(check(&b), Err(LtxError::Trailer(TrailerError::BadPostApply(Checksum(7))))));
     let mut b = raw(&hdr(2, 2, 3, 0x8000_0000_0000_0001), &[], Checksum::EMPTY);
     let n = b.len();
     b[n - 8..].copy_from_slice(&5u64.to_be_bytes());
-    assert!(matches!(
-        check(&b),
-        Err(LtxError::Trailer(TrailerError::BadFileChecksum(_)))
-    ));
+    assert!(matches!(check(&b), Err(LtxError::Trailer(TrailerError::BadFileChecksum(_)))));
 }
 
 #[test]
 fn corrupt_and_truncated_lz4() {
     let (pages, sum) = snapshot3();
-    let h = Header {
-        flags: FLAG_COMPRESS_LZ4,
-        ..hdr(1, 1, 3, 0)
-    };
+    let h = Header { flags: FLAG_COMPRESS_LZ4, ..hdr(1, 1, 3, 0) };
     let b = written(h, &pages, sum);
     let n = b.len();
     // Every single-byte corruption of the LZ4 frame is an error, never a panic or success.
@@ -327,18 +224,10 @@ fn corrupt_and_truncated_lz4() {
     }
     // Drop the last compressed byte (content checksum) while keeping the trailer.
     let cut = [&b[..n - 17], &b[n - 16..]].concat();
-    assert!(
-        matches!(check(&cut), Err(LtxError::Lz4 { .. })),
-        "{:?}",
-        check(&cut).err()
-    );
+    assert!(matches!(check(&cut), Err(LtxError::Lz4 { .. })), "{:?}", check(&cut).err());
     // Garbage after the frame.
     let pad = [&b[..n - 16], &[1u8, 2, 3][..], &b[n - 16..]].concat();
-    assert!(
-        matches!(check(&pad), Err(LtxError::Lz4 { .. })),
-        "{:?}",
-        check(&pad).err()
-    );
+    assert!(matches!(check(&pad), Err(LtxError::Lz4 { .. })), "{:?}", check(&pad).err());
 }
 
 #[test]
@@ -374,19 +263,10 @@ fn writer_refuses_invalid_files() {
         (hdr(1, 1, 1, 0), vec![(1, page(1))], post),
         (inc, vec![], Checksum(2)),
     ] {
-        assert!(
-            matches!(misuse(h, &pages, post), Err(LtxError::Misuse(_))),
-            "{h:?} {pages:?}"
-        );
+        assert!(matches!(misuse(h, &pages, post), Err(LtxError::Misuse(_))), "{h:?} {pages:?}");
     }
     assert!(matches!(
-        LtxWriter::new(
-            Vec::new(),
-            Header {
-                page_size: 3,
-                ..inc
-            }
-        ),
+        LtxWriter::new(Vec::new(), Header { page_size: 3, ..inc }),
         Err(LtxError::Header(HeaderError::InvalidPageSize(3)))
     ));
 }
@@ -395,12 +275,7 @@ fn applied(files: &[Vec<u8>]) -> (MemStore, DbState) {
     let mut store = MemStore::default();
     let mut state = DbState::default();
     for f in files {
-        apply(
-            LtxReader::new(&f[..], f.len() as u64).unwrap(),
-            &mut store,
-            &mut state,
-        )
-        .unwrap();
+        apply(LtxReader::new(&f[..], f.len() as u64).unwrap(), &mut store, &mut state).unwrap();
     }
     (store, state)
 }
@@ -418,17 +293,8 @@ fn apply_checks_position_and_checksums() {
     let sum2 = db_checksum(&all);
     let inc = raw(&hdr(2, 2, 4, sum.0), &next_pages, sum2);
     let (store, state) = applied(&[snap.clone(), inc.clone()]);
-    assert_eq!(
-        state.pos,
-        Pos {
-            txid: Txid(2),
-            checksum: sum2
-        }
-    );
-    assert_eq!(
-        store.bytes,
-        all.iter().flat_map(|(_, d)| d.clone()).collect::<Vec<_>>()
-    );
+    assert_eq!(state.pos, Pos { txid: Txid(2), checksum: sum2 });
+    assert_eq!(store.bytes, all.iter().flat_map(|(_, d)| d.clone()).collect::<Vec<_>>());
 
     // Wrong TXID.
     let (mut store, mut state) = applied(std::slice::from_ref(&snap));
@@ -445,8 +311,7 @@ fn apply_checks_position_and_checksums() {
     ));
     // The database's checksums disagree with its recorded position (a corrupt cache).
     let mut bad = state.clone();
-    bad.checksums
-        .set(PageNo(1), page_checksum(PageNo(1), &page(7)));
+    bad.checksums.set(PageNo(1), page_checksum(PageNo(1), &page(7)));
     assert!(matches!(
         try_apply(&inc, &mut store.clone(), &mut bad),
         Err(LtxError::PreApplyChecksum { .. })
@@ -456,10 +321,7 @@ fn apply_checks_position_and_checksums() {
     big.page_size = 4096;
     assert!(matches!(
         try_apply(&inc, &mut store.clone(), &mut big),
-        Err(LtxError::PageSizeMismatch {
-            file: 512,
-            db: 4096
-        })
+        Err(LtxError::PageSizeMismatch { file: 512, db: 4096 })
     ));
     // Post-apply promise broken (a file whose pages don't give its trailer's checksum).
     let lie = raw(&hdr(2, 2, 4, sum.0), &next_pages, Checksum(sum2.0 ^ 4));
@@ -471,11 +333,27 @@ fn apply_checks_position_and_checksums() {
     let grow = raw(&hdr(2, 2, 4_000_000_000, sum.0), &next_pages, sum2);
     assert!(matches!(
         try_apply(&grow, &mut store.clone(), &mut state.clone()),
-        Err(LtxError::CommitPastPages {
-            commit: 4_000_000_000,
-            pages: 4
-        })
+        Err(LtxError::CommitPastPages { commit: 4_000_000_000, pages: 4 })
     ));
+    // A page far past the end.
+    let far = raw(&hdr(2, 2, 4_000_000_000, sum.0), &[(3_999_999_999, page(1))], sum2);
+    assert!(matches!(
+        try_apply(&far, &mut store.clone(), &mut state.clone()),
+        Err(LtxError::HolePastEnd { pgno: PageNo(3_999_999_999), pages: 3 })
+    ));
+}
+
+fn extends_ok(end: u32, pgno: u32) -> bool {
+    apply::extends(end, PageNo(pgno), PageNo::lock_page(PS))
+}
+
+#[test]
+fn growth_may_skip_only_the_lock_page() {
+    let lock = PageNo::lock_page(PS).0;
+    assert!(extends_ok(3, 4) && !extends_ok(3, 5));
+    assert!(extends_ok(lock - 1, lock + 1));
+    assert!(!extends_ok(lock - 1, lock + 2));
+    assert!(extends_ok(lock + 1, lock + 2));
 }
 
 #[test]
@@ -490,13 +368,7 @@ fn apply_truncates_and_deletes() {
     let del = raw(&hdr(2, 2, 0, sum.0), &[], Checksum::EMPTY);
     let (store, state) = applied(&[snap, del]);
     assert!(store.bytes.is_empty());
-    assert_eq!(
-        state.pos,
-        Pos {
-            txid: Txid(2),
-            checksum: Checksum::EMPTY
-        }
-    );
+    assert_eq!(state.pos, Pos { txid: Txid(2), checksum: Checksum::EMPTY });
     assert_eq!(state.page_size, 0);
 }
 
@@ -516,11 +388,7 @@ fn compaction_rules() {
     while let Some(p) = r.next_page().unwrap() {
         got.push((p.pgno.0, p.data.to_vec()));
     }
-    assert_eq!(
-        got,
-        vec![(1, page(1)), (2, page(8))],
-        "newest wins, page 3 dropped"
-    );
+    assert_eq!(got, vec![(1, page(1)), (2, page(8))], "newest wins, page 3 dropped");
     assert_eq!(r.trailer().unwrap().post_apply_checksum, sum3);
 
     assert!(matches!(
@@ -532,14 +400,7 @@ fn compaction_rules() {
         compact(vec![rd(&snap), rd(&inc2), rd(&broken)], 0, Vec::new()),
         Err(LtxError::Compaction(_))
     ));
-    let other_size = raw(
-        &Header {
-            page_size: 1024,
-            ..hdr(2, 2, 3, sum.0)
-        },
-        &[],
-        sum2,
-    );
+    let other_size = raw(&Header { page_size: 1024, ..hdr(2, 2, 3, sum.0) }, &[], sum2);
     assert!(matches!(
         compact(vec![rd(&snap), rd(&other_size)], 0, Vec::new()),
         Err(LtxError::Compaction(_))
@@ -548,12 +409,6 @@ fn compaction_rules() {
         compact(Vec::<LtxReader<&[u8]>>::new(), 0, Vec::new()),
         Err(LtxError::Compaction(_))
     ));
-    assert_eq!(
-        merged_range(&[(Txid(1), Txid(2)), (Txid(3), Txid(3))]),
-        Some((Txid(1), Txid(3)))
-    );
-    assert_eq!(
-        merged_range(&[(Txid(1), Txid(2)), (Txid(4), Txid(4))]),
-        None
-    );
+    assert_eq!(merged_range(&[(Txid(1), Txid(2)), (Txid(3), Txid(3))]), Some((Txid(1), Txid(3))));
+    assert_eq!(merged_range(&[(Txid(1), Txid(2)), (Txid(4), Txid(4))]), None);
 }

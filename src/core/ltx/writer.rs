@@ -59,13 +59,7 @@ impl<W: Write> LtxWriter<W> {
             Body::Plain(w)
         };
         let snapshot_xor = (header.is_snapshot() || header.is_deletion()).then_some(0);
-        Ok(LtxWriter {
-            header,
-            body,
-            digest,
-            prev: PageNo(0),
-            snapshot_xor,
-        })
+        Ok(LtxWriter { header, body, digest, prev: PageNo(0), snapshot_xor })
     }
 
     pub fn header(&self) -> &Header {
@@ -76,14 +70,10 @@ impl<W: Write> LtxWriter<W> {
     pub fn write_page(&mut self, pgno: PageNo, data: &[u8]) -> Result<(), LtxError> {
         let h = &self.header;
         if data.len() != h.page_size as usize {
-            return Err(LtxError::Misuse(
-                "page length differs from the header's page size",
-            ));
+            return Err(LtxError::Misuse("page length differs from the header's page size"));
         }
         if pgno.0 == 0 || pgno <= self.prev {
-            return Err(LtxError::Misuse(
-                "pages must be written in strictly increasing order",
-            ));
+            return Err(LtxError::Misuse("pages must be written in strictly increasing order"));
         }
         if pgno.0 > h.commit {
             return Err(LtxError::Misuse("page beyond commit"));
@@ -93,9 +83,7 @@ impl<W: Write> LtxWriter<W> {
             return Err(LtxError::Misuse("the lock page is never stored"));
         }
         if h.is_snapshot() && pgno != next_snapshot_page(self.prev, lock) {
-            return Err(LtxError::Misuse(
-                "snapshot pages must be contiguous from page 1",
-            ));
+            return Err(LtxError::Misuse("snapshot pages must be contiguous from page 1"));
         }
         let pb = pgno.0.to_be_bytes();
         self.body.write_all(&pb)?;
@@ -122,9 +110,7 @@ impl<W: Write> LtxWriter<W> {
         if let Some(x) = self.snapshot_xor
             && Checksum(Checksum::FLAG | x) != post_apply
         {
-            return Err(LtxError::Misuse(
-                "post-apply checksum differs from the snapshot's pages",
-            ));
+            return Err(LtxError::Misuse("post-apply checksum differs from the snapshot's pages"));
         }
         if !post_apply.is_flagged() {
             return Err(LtxError::Misuse("post-apply checksum lacks the 1<<63 flag"));
