@@ -14,3 +14,4 @@
 pub mod core;
 pub mod fuzzing;
 pub mod net;
+pub mod storage;

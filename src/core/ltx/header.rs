@@ -252,7 +252,8 @@ mod tests {
 
     #[test]
     fn each_invariant_is_checked() {
-        let cases: Vec<(Box<dyn Fn(&mut Header)>, HeaderError)> = vec![
+        type Mutation = Box<dyn Fn(&mut Header)>;
+        let cases: Vec<(Mutation, HeaderError)> = vec![
             (Box::new(|h| h.flags = 2), HeaderError::InvalidFlags(2)),
             (Box::new(|h| h.page_size = 256), HeaderError::InvalidPageSize(256)),
             (Box::new(|h| h.page_size = 131072), HeaderError::InvalidPageSize(131072)),

@@ -16,6 +16,7 @@
 //! timestamps in.
 
 mod apply;
+mod chain;
 mod checksum;
 mod compact;
 mod error;
@@ -25,6 +26,7 @@ mod reader;
 mod writer;
 
 pub use apply::{DbState, MemStore, PageStore, apply};
+pub use chain::{ChainBreak, check_chain};
 pub use checksum::{PageChecksums, page_checksum};
 pub use compact::{compact, merged_range};
 pub use error::{HeaderError, LtxError, TrailerError};

@@ -143,7 +143,8 @@ fn trailing_bytes_after_terminator() {
 fn page_order_commit_lock_and_snapshot_rules() {
     let pre = 0x8000_0000_0000_0001;
     let post = Checksum(0x8000_0000_0000_0002);
-    let cases: Vec<(Header, Vec<(u32, Vec<u8>)>, &str)> = vec![
+    type Pages = Vec<(u32, Vec<u8>)>;
+    let cases: Vec<(Header, Pages, &str)> = vec![
         (hdr(2, 2, 5, pre), vec![(3, page(1)), (3, page(1))], "order"),
         (hdr(2, 2, 5, pre), vec![(4, page(1)), (2, page(1))], "order"),
         (hdr(2, 2, 5, pre), vec![(6, page(1))], "commit"),

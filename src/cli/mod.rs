@@ -1,0 +1,70 @@
+//! Command-line definitions and dispatch.
+
+mod ltx;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// SQLite replicated across a fleet of Linux machines.
+#[derive(Debug, Parser)]
+#[command(name = "litefleet", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, verify, replay and compact LTX transaction files (LiteFS-compatible).
+    #[command(subcommand)]
+    Ltx(LtxCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LtxCommand {
+    /// Verify LTX files: every checksum, every header and page invariant, and, per directory,
+    /// that the files form one unbroken chain. Exits 1 if anything is wrong.
+    Verify {
+        /// LTX files or directories of them (`<min>-<max>.ltx`, as in `dbs/<db>/ltx/`).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Print an LTX file's header, trailer and page numbers.
+    Dump {
+        file: PathBuf,
+        /// Also list every page with its checksum.
+        #[arg(long)]
+        pages: bool,
+    },
+    /// Replay LTX files in TXID order onto a database file, checking every pre- and post-apply
+    /// checksum, and print the resulting position.
+    Apply {
+        /// LTX files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The database file to write (created if missing; must be empty unless the first file
+        /// is a snapshot).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Merge a contiguous run of LTX files into one.
+    Compact {
+        /// LTX files or directories of them.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The LTX file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Write the page block uncompressed (LiteFS's `data.compress: false`).
+        #[arg(long)]
+        no_compress: bool,
+    },
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Ltx(cmd) => ltx::run(cmd),
+    }
+}
