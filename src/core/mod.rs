@@ -7,5 +7,6 @@
 //! every decision here unit-testable, simulatable and fuzzable.
 
 pub mod ltx;
+pub mod sqlite;
 pub mod types;
 pub mod wire;
