@@ -52,8 +52,8 @@ fn main() {
                     continue; // keep seeds small: large inputs slow every fuzz iteration
                 }
                 let name = format!("litefs-{db}-{}", p.file_name().unwrap().to_string_lossy());
-                write(&out, "ltx_decode", name, &bytes);
-                write(&out, "ltx_roundtrip", name, &bytes);
+                write(&out, "ltx_decode", &name, &bytes);
+                write(&out, "ltx_roundtrip", &name, &bytes);
                 n += 1;
             }
         }
