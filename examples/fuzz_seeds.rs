@@ -66,8 +66,8 @@ fn main() {
         ("incremental-lz4", ltx(FLAG_COMPRESS_LZ4, 5, 4, &[2, 4], pre)),
         ("deletion", ltx(0, 6, 0, &[], pre)),
     ] {
-        write(&out, "ltx_decode", name, &bytes);
-        write(&out, "ltx_roundtrip", name, &bytes);
+        write(&out, "ltx_decode", &name, &bytes);
+        write(&out, "ltx_roundtrip", &name, &bytes);
         n += 1;
     }
     for (name, script) in [
@@ -76,6 +76,11 @@ fn main() {
         ("deletion", vec![0, 0]),
     ] {
         write(&out, "ltx_encode", name, &script);
+        n += 1;
+    }
+    for (i, bytes) in litefleet::fuzzing::wire::seed_frames().into_iter().enumerate() {
+        write(&out, "frame_decode", &format!("frame-{i:02}"), &bytes);
+        write(&out, "frame_roundtrip", &format!("frame-{i:02}"), &bytes);
         n += 1;
     }
     println!("wrote {n} seeds under {}", out.display());

@@ -25,3 +25,14 @@ fn ltx_targets_accept_their_seeds() {
     assert!(each_input("ltx_roundtrip", ltx_roundtrip) > 10);
     assert!(each_input("ltx_encode", ltx_encode) >= 3);
 }
+
+#[test]
+fn wire_targets_accept_their_seeds() {
+    use litefleet::fuzzing::wire::*;
+    assert!(each_input("frame_decode", frame_decode) >= 10);
+    assert!(each_input("frame_roundtrip", frame_roundtrip) >= 10);
+    for seed in seed_frames() {
+        frame_decode(&seed);
+        frame_roundtrip(&seed);
+    }
+}

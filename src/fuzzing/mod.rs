@@ -5,3 +5,4 @@
 //! Every function here must return normally for every input; a panic is a bug found.
 
 pub mod ltx;
+pub mod wire;
