@@ -66,8 +66,8 @@ fn main() {
         ("incremental-lz4", ltx(FLAG_COMPRESS_LZ4, 5, 4, &[2, 4], pre)),
         ("deletion", ltx(0, 6, 0, &[], pre)),
     ] {
-        write(&out, "ltx_decode", &name, &bytes);
-        write(&out, "ltx_roundtrip", &name, &bytes);
+        write(&out, "ltx_decode", name, &bytes);
+        write(&out, "ltx_roundtrip", name, &bytes);
         n += 1;
     }
     for (name, script) in [
