@@ -9,6 +9,7 @@
 
 use bytes::{Bytes, BytesMut};
 
+use super::error::ErrorCode;
 use super::frame::{Frame, LtxBegin};
 use crate::core::types::Checksum;
 
@@ -29,6 +30,20 @@ pub enum AssembleError {
     ChecksumMismatch { end: Checksum, trailer: Checksum },
     #[error("{0} is not part of an LTX transfer")]
     NotTransferFrame(&'static str),
+}
+
+/// `protocol.md` §5: counting errors are malformed transfers, ordering errors unexpected frames.
+impl From<&AssembleError> for ErrorCode {
+    fn from(e: &AssembleError) -> ErrorCode {
+        match e {
+            AssembleError::Overflow { .. }
+            | AssembleError::Short { .. }
+            | AssembleError::ChecksumMismatch { .. } => ErrorCode::MalformedFrame,
+            AssembleError::BeginDuringTransfer { .. }
+            | AssembleError::NoTransfer(_)
+            | AssembleError::NotTransferFrame(_) => ErrorCode::UnexpectedFrame,
+        }
+    }
 }
 
 /// A whole LTX file received.

@@ -361,7 +361,10 @@ fn assembler_reassembles_and_counts() {
 
     let mut a = LtxAssembler::new();
     a.handle(begin(5)).unwrap();
-    assert_eq!(a.handle(chunk(&[0; 6])), Err(AssembleError::Overflow { size: 5, got: 6 }));
+    let e = a.handle(chunk(&[0; 6])).unwrap_err();
+    assert_eq!(e, AssembleError::Overflow { size: 5, got: 6 });
+    assert_eq!(ErrorCode::from(&e), ErrorCode::MalformedFrame);
+    assert_eq!(ErrorCode::from(&AssembleError::NoTransfer("x")), ErrorCode::UnexpectedFrame);
     assert!(!a.in_progress(), "errors drop the transfer");
     a.handle(begin(5)).unwrap();
     a.handle(chunk(&[0; 4])).unwrap();
