@@ -57,6 +57,8 @@ fn encode(pages: &[Vec<u8>], flags: u32, snapshot: bool) -> Vec<u8> {
     w.finish(sums.checksum()).unwrap().0
 }
 
+// A benchmark measures wall time by definition.
+#[allow(clippy::disallowed_methods)]
 fn best(mut f: impl FnMut()) -> Duration {
     (0..RUNS)
         .map(|_| {
