@@ -6,6 +6,7 @@
 //! QUIC stream's buffered bytes or a fuzzer's input; time, where needed, is passed in. That keeps
 //! every decision here unit-testable, simulatable and fuzzable.
 
+pub mod commit;
 pub mod ltx;
 pub mod sqlite;
 pub mod types;

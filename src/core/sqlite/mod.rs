@@ -14,3 +14,6 @@ pub use journal::{JOURNAL_HEADER_SIZE, JOURNAL_MAGIC, JournalHeader};
 pub use wal::{
     WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalChecksum, WalError, WalFrameHeader, WalHeader,
 };
+
+#[cfg(test)]
+pub(crate) use wal::tests as wal_tests;
