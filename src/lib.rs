@@ -12,6 +12,7 @@
 //! verify it ([`core::ltx::LtxReader`]) and apply it ([`core::ltx::apply`]).
 
 pub mod core;
+pub mod db;
 pub mod fuzzing;
 pub mod net;
 pub mod storage;

@@ -23,6 +23,11 @@ impl FileStore {
         Ok(FileStore { file })
     }
 
+    /// Wraps an already open file.
+    pub fn from_file(file: File) -> FileStore {
+        FileStore { file }
+    }
+
     /// Length of the file in bytes.
     pub fn len(&self) -> io::Result<u64> {
         Ok(self.file.metadata()?.len())

@@ -30,13 +30,13 @@ use std::io;
 pub trait ReadAt {
     /// Reads up to `buf.len()` bytes at `offset`; returns how many were read (0 at or past
     /// the end).
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
 
     /// Reads exactly `buf.len()` bytes, or returns `Ok(false)` if the file ends first.
-    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
+    fn pread_exact(&self, buf: &mut [u8], offset: u64) -> io::Result<bool> {
         let mut done = 0;
         while done < buf.len() {
-            let n = self.read_at(&mut buf[done..], offset + done as u64)?;
+            let n = self.pread(&mut buf[done..], offset + done as u64)?;
             if n == 0 {
                 return Ok(false);
             }
@@ -47,7 +47,7 @@ pub trait ReadAt {
 }
 
 impl ReadAt for [u8] {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         let Ok(off) = usize::try_from(offset) else { return Ok(0) };
         if off >= self.len() {
             return Ok(0);
@@ -59,13 +59,13 @@ impl ReadAt for [u8] {
 }
 
 impl ReadAt for Vec<u8> {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
-        self.as_slice().read_at(buf, offset)
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        self.as_slice().pread(buf, offset)
     }
 }
 
 impl ReadAt for std::fs::File {
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    fn pread(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         std::os::unix::fs::FileExt::read_at(self, buf, offset)
     }
 }

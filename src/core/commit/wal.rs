@@ -98,7 +98,7 @@ impl WalTracker {
         let mut txns = Vec::new();
         if self.header.is_none() {
             let mut hb = [0u8; WAL_HEADER_SIZE];
-            if !wal.read_exact_at(&mut hb, 0)? {
+            if !wal.pread_exact(&mut hb, 0)? {
                 return Ok(txns);
             }
             let Ok(h) = WalHeader::parse(&hb) else { return Ok(txns) };
@@ -118,7 +118,7 @@ impl WalTracker {
         let mut pages: HashMap<PageNo, u64> = HashMap::new();
         let mut fb = vec![0u8; frame_size as usize];
         loop {
-            if !wal.read_exact_at(&mut fb, off)? {
+            if !wal.pread_exact(&mut fb, off)? {
                 break;
             }
             let (hdr, page) = fb.split_at(WAL_FRAME_HEADER_SIZE);

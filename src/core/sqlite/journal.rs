@@ -52,3 +52,61 @@ mod tests {
         assert_eq!(JournalHeader::parse(&b), None);
     }
 }
+
+/// Original page images recorded in a hot rollback journal, in file order, for rolling the
+/// database back after a crash (fileformat2 §4.1). Reading stops at the first record whose
+/// checksum fails or that is incomplete, as SQLite's own playback does.
+///
+/// Returns the database size before the transaction (pages) and the records.
+pub fn journal_records(j: &[u8], db_page_size: u32) -> Option<(u32, Vec<(u32, &[u8])>)> {
+    let first = JournalHeader::parse(j)?;
+    let mut records = Vec::new();
+    let mut hdr_off = 0usize;
+    let mut h = first;
+    loop {
+        let sector = h.sector_size as usize;
+        let ps = h.page_size as usize;
+        if !(32..=65536).contains(&sector)
+            || !sector.is_power_of_two()
+            || ps != db_page_size as usize
+        {
+            break;
+        }
+        let rec_size = 4 + ps + 4;
+        let mut off = hdr_off + sector;
+        let n = if h.record_count == u32::MAX || h.record_count == 0 {
+            j.len().saturating_sub(off) / rec_size
+        } else {
+            h.record_count as usize
+        };
+        for _ in 0..n {
+            let Some(rec) = j.get(off..off + rec_size) else {
+                return Some((first.initial_pages, records));
+            };
+            let pgno = u32::from_be_bytes([rec[0], rec[1], rec[2], rec[3]]);
+            let page = &rec[4..4 + ps];
+            let want = u32::from_be_bytes([rec[4 + ps], rec[5 + ps], rec[6 + ps], rec[7 + ps]]);
+            let mut sum = h.nonce;
+            let mut i = ps as isize - 200;
+            while i > 0 {
+                sum = sum.wrapping_add(u32::from(page[i as usize]));
+                i -= 200;
+            }
+            if pgno == 0 || sum != want {
+                return Some((first.initial_pages, records));
+            }
+            records.push((pgno, page));
+            off += rec_size;
+        }
+        // The next segment header starts at the next sector boundary.
+        let next = off.div_ceil(sector) * sector;
+        match j.get(next..).and_then(JournalHeader::parse) {
+            Some(nh) if n > 0 => {
+                hdr_off = next;
+                h = nh;
+            }
+            _ => break,
+        }
+    }
+    Some((first.initial_pages, records))
+}

@@ -1,0 +1,291 @@
+//! Startup recovery of one database: agree the database files with the LTX directory.
+//!
+//! In order:
+//! 1. Temp files of interrupted LTX writes are removed. The newest LTX file must verify; a
+//!    torn one (written without fsync, then a crash) is renamed `*.ltx.torn` with a warning
+//!    and the one before it is used.
+//! 2. A hot rollback journal means a transaction was interrupted. If the database file
+//!    already matches the newest LTX file, the transaction's LTX was written and the journal
+//!    is finalised (deleted); otherwise the journal is played back, as SQLite would.
+//! 3. The database checksum (file plus committed WAL frames) is computed and compared with
+//!    the newest LTX file's post-apply checksum. WAL transactions committed after the newest
+//!    LTX file (a crash between SQLite's commit and the LTX write) get LTX files now. If the
+//!    database lags the newest LTX file (its pages never reached the file), that file is
+//!    applied again.
+//! 4. A database with no LTX file (for example a SQLite file copied into `dbs/<name>/`) gets a
+//!    snapshot at TXID 1.
+//!
+//! Anything else is an error naming the database, both checksums and the way out.
+
+use std::fs::{self, File};
+use std::io;
+
+use super::{Db, DbError, FileKind, Inner, read_header, read_page};
+use crate::core::commit::WalTracker;
+use crate::core::ltx::{self, DbState, PageChecksums, page_checksum};
+use crate::core::sqlite::{JournalMode, journal_records};
+use crate::core::types::{Checksum, PageNo, Pos};
+use crate::storage::FileStore;
+
+pub(super) fn recover(db: &Db) -> Result<(), DbError> {
+    let fail = |reason: String| DbError::Recovery { name: db.name.clone(), reason };
+    let removed = db.ltx.remove_temp_files()?;
+    if removed > 0 {
+        tracing::warn!(db = %db.name, removed, "removed temporary LTX files of interrupted writes");
+    }
+    // 1. The newest LTX file that verifies.
+    let mut last = None;
+    for (_, _, path) in db.ltx.list()?.into_iter().rev() {
+        match super::LtxDir::verify(&path) {
+            Ok(s) => {
+                last = Some((path, s));
+                break;
+            }
+            Err(e) => {
+                let torn = path.with_extension("ltx.torn");
+                tracing::warn!(db = %db.name, file = %path.display(), error = %e,
+                    "newest LTX file is torn (crash before fsync); moved aside");
+                fs::rename(&path, &torn)?;
+            }
+        }
+    }
+    let mut inner = db.lock();
+    let Some(dbf) = db.file(FileKind::Database) else {
+        // No database file: fine if it was deleted (or never written).
+        if let Some((path, s)) = &last {
+            if !s.header.is_deletion() {
+                return Err(fail(format!(
+                    "the database file is missing but {} says it exists at {}; restore \
+                     dbs/{}/database or remove dbs/{} to start over",
+                    path.display(),
+                    Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum },
+                    db.name,
+                    db.name
+                )));
+            }
+            inner.state.pos =
+                Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
+            inner.deleted = true;
+            inner.last_ltx_ms = s.header.timestamp;
+        }
+        db.pos_tx.send_replace(inner.state.pos);
+        return Ok(());
+    };
+    let Some(header) = read_header(&dbf)? else {
+        if dbf.metadata()?.len() == 0 && last.is_none() {
+            return Ok(()); // created, never written
+        }
+        return Err(fail("database file has no valid SQLite header".into()));
+    };
+    let ps = header.page_size;
+    inner.state.page_size = ps;
+    inner.mode = header.journal_mode();
+
+    // 2. Hot journal.
+    if let Some(j) = db.file(FileKind::Journal) {
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut &*j, &mut bytes)?;
+        if let Some((initial, records)) = journal_records(&bytes, ps) {
+            let matches_ltx = match &last {
+                Some((_, s)) => scan_db(&dbf, ps)?.checksum() == s.trailer.post_apply_checksum,
+                None => false,
+            };
+            if matches_ltx {
+                tracing::info!(db = %db.name, "hot journal of a transaction whose LTX exists: finalising it");
+            } else {
+                tracing::info!(db = %db.name, records = records.len(), "rolling back hot journal");
+                for (pgno, page) in &records {
+                    std::os::unix::fs::FileExt::write_all_at(
+                        &*dbf,
+                        page,
+                        PageNo(*pgno).offset(ps),
+                    )?;
+                }
+                dbf.set_len(u64::from(initial) * u64::from(ps))?;
+                dbf.sync_all()?;
+            }
+            drop(j);
+            fs::remove_file(db.dir.join("journal"))?;
+            db.set_file(FileKind::Journal, None);
+        }
+    }
+
+    // 3. Checksum of what SQLite would read: the database file, then committed WAL frames.
+    let mut checksums = scan_db(&dbf, ps)?;
+    let mut wal = WalTracker::new();
+    let mut late_txns = Vec::new();
+    if let Some(w) = db.file(FileKind::Wal) {
+        let txns = wal.scan(&*w, ps)?;
+        // Transactions at or before the newest LTX file's WAL range are already recorded;
+        // later ones (same salts) are commits whose LTX write was cut off.
+        let recorded_end = last.as_ref().and_then(|(_, s)| {
+            let h = &s.header;
+            let hdr = wal.header()?;
+            (h.wal_offset > 0 && (h.wal_salt1, h.wal_salt2) == (hdr.salt1, hdr.salt2))
+                .then_some((h.wal_offset + h.wal_size) as u64)
+        });
+        for txn in txns {
+            let recorded = recorded_end.is_none_or(|end| txn.offset < end);
+            if recorded {
+                apply_wal_txn(&mut checksums, &*w, &txn, ps)?;
+            } else {
+                late_txns.push(txn);
+            }
+        }
+    }
+    let actual = checksums.checksum();
+    match &last {
+        None => {
+            inner.state =
+                DbState { pos: Pos::EMPTY, page_size: ps, checksums: PageChecksums::new() };
+            inner.wal = wal;
+            drop(inner);
+            tracing::info!(db = %db.name, "database has no LTX files: writing a snapshot at TXID 1");
+            let mut inner = db.lock();
+            let commit = checksums.page_count();
+            let mut pages = Vec::new();
+            for p in 1..=commit {
+                let pgno = PageNo(p);
+                if pgno == PageNo::lock_page(ps) {
+                    continue;
+                }
+                let mut buf = vec![0u8; ps as usize];
+                read_logical_page(db, &inner, pgno, &mut buf)?;
+                pages.push((pgno, buf));
+            }
+            db.commit_pages(&mut inner, ps, commit, pages, None, true)?;
+            return Ok(());
+        }
+        Some((path, s)) => {
+            let want = Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
+            if actual != want.checksum {
+                if late_txns.is_empty()
+                    && db.file(FileKind::Wal).is_none_or(|_| wal.committed_offset() <= 32)
+                {
+                    // The LTX file was written but its pages never reached the database
+                    // file: apply it again (idempotent: it writes its pages and truncates).
+                    tracing::warn!(db = %db.name, file = %path.display(), %actual, expected = %want.checksum,
+                        "database lags its newest LTX file: applying it again");
+                    let mut store = FileStore::from_file(dbf.try_clone()?);
+                    let r = super::LtxDir::open(path)?;
+                    let reapplied = reapply(r, &mut store, ps);
+                    if let Err(e) = reapplied {
+                        return Err(fail(format!("re-applying {}: {e}", path.display())));
+                    }
+                    checksums = scan_db(&dbf, ps)?;
+                }
+                if checksums.checksum() != want.checksum {
+                    return Err(fail(format!(
+                        "database checksum {} does not match position {} of {}. The database \
+                         was changed outside litefleet or is corrupt. Way out: on a replica, \
+                         remove dbs/{} and it resyncs from the primary; on a primary, inspect \
+                         with `litefleet ltx verify {}` and rebuild with `litefleet ltx apply`, \
+                         or move dbs/{}/ltx aside to adopt the file as it is (a new snapshot \
+                         is written at TXID 1)",
+                        checksums.checksum(),
+                        want,
+                        path.display(),
+                        db.name,
+                        db.ltx.path().display(),
+                        db.name
+                    )));
+                }
+            }
+            inner.state = DbState { pos: want, page_size: ps, checksums };
+            inner.last_ltx_ms = s.header.timestamp;
+            inner.wal = wal;
+        }
+    }
+    db.pos_tx.send_replace(inner.state.pos);
+    // Late WAL transactions: record them now, in order.
+    if !late_txns.is_empty() {
+        tracing::warn!(db = %db.name, count = late_txns.len(),
+            "WAL holds commits without LTX files (crash during commit): recording them");
+        let Some(w) = db.file(FileKind::Wal) else { return Ok(()) };
+        for txn in late_txns {
+            let mut pages = Vec::new();
+            for &(pgno, off) in &txn.pages {
+                if pgno.0 > txn.commit || pgno == PageNo::lock_page(ps) {
+                    continue;
+                }
+                let mut buf = vec![0u8; ps as usize];
+                crate::core::commit::ReadAt::pread_exact(&*w, &mut buf, off)?;
+                pages.push((pgno, buf));
+            }
+            let wal_fields = Some((txn.offset, txn.size, txn.salt1, txn.salt2));
+            db.commit_pages(&mut inner, ps, txn.commit, pages, wal_fields, true)?;
+        }
+    }
+    if inner.mode == JournalMode::Wal {
+        tracing::debug!(db = %db.name, wal_pages = inner.wal.indexed_pages(), "WAL mode");
+    }
+    Ok(())
+}
+
+/// Page checksums of the database file as it is on disk.
+fn scan_db(f: &File, ps: u32) -> io::Result<PageChecksums> {
+    let pages = (f.metadata()?.len() / u64::from(ps)) as u32;
+    let mut c = PageChecksums::new();
+    let lock = PageNo::lock_page(ps);
+    let mut buf = vec![0u8; ps as usize];
+    for p in 1..=pages {
+        let pgno = PageNo(p);
+        if pgno == lock {
+            continue;
+        }
+        read_page(f, pgno, &mut buf)?;
+        c.set(pgno, page_checksum(pgno, &buf));
+    }
+    c.truncate(pages);
+    Ok(c)
+}
+
+fn apply_wal_txn(
+    c: &mut PageChecksums,
+    wal: &File,
+    txn: &crate::core::commit::WalTxn,
+    ps: u32,
+) -> io::Result<()> {
+    let mut buf = vec![0u8; ps as usize];
+    for &(pgno, off) in &txn.pages {
+        if pgno.0 > txn.commit || pgno == PageNo::lock_page(ps) {
+            continue;
+        }
+        crate::core::commit::ReadAt::pread_exact(wal, &mut buf, off)?;
+        c.set(pgno, page_checksum(pgno, &buf));
+    }
+    c.truncate(txn.commit);
+    Ok(())
+}
+
+/// Page `pgno` as SQLite reads it: newest committed WAL copy, else the database file.
+fn read_logical_page(db: &Db, inner: &Inner, pgno: PageNo, buf: &mut [u8]) -> io::Result<()> {
+    if let (Some(off), Some(w)) = (inner.wal.page_offset(pgno), db.file(FileKind::Wal)) {
+        crate::core::commit::ReadAt::pread_exact(&*w, buf, off)?;
+        return Ok(());
+    }
+    match db.file(FileKind::Database) {
+        Some(f) => read_page(&*f, pgno, buf),
+        None => {
+            buf.fill(0);
+            Ok(())
+        }
+    }
+}
+
+/// Writes every page of an LTX file and truncates to its commit, without position checks.
+fn reapply<R: io::Read>(
+    mut r: ltx::LtxReader<R>,
+    store: &mut FileStore,
+    ps: u32,
+) -> Result<Checksum, ltx::LtxError> {
+    use crate::core::ltx::PageStore;
+    let commit = r.header().commit;
+    while let Some(p) = r.next_page()? {
+        store.write_page(p.pgno, p.data)?;
+    }
+    let (t, _) = r.finish()?;
+    store.truncate(commit, ps)?;
+    store.sync()?;
+    Ok(t.post_apply_checksum)
+}
