@@ -13,6 +13,9 @@
 
 pub mod core;
 pub mod db;
+pub mod fuse;
 pub mod fuzzing;
+pub mod mount;
 pub mod net;
 pub mod storage;
+pub mod store;

@@ -285,7 +285,7 @@ impl Db {
                     return Err(DbError::NotSqlite);
                 }
                 let ps = inner.state.page_size;
-                if offset % u64::from(ps) != 0 || data.len() != ps as usize {
+                if !offset.is_multiple_of(u64::from(ps)) || data.len() != ps as usize {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
                 }
                 f.write_all_at(data, offset)?;
@@ -316,10 +316,10 @@ impl Db {
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         f.set_len(size)?;
         match kind {
-            FileKind::Journal => {
-                if inner.rollback.on_journal_truncate(size) == JournalEvent::Finalized {
-                    self.commit_rollback(&mut inner)?;
-                }
+            FileKind::Journal
+                if inner.rollback.on_journal_truncate(size) == JournalEvent::Finalized =>
+            {
+                self.commit_rollback(&mut inner)?;
             }
             FileKind::Wal if size < inner.wal.committed_offset() => inner.wal.reset(),
             _ => {}

@@ -127,7 +127,7 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
         for txn in txns {
             let recorded = recorded_end.is_none_or(|end| txn.offset < end);
             if recorded {
-                apply_wal_txn(&mut checksums, &*w, &txn, ps)?;
+                apply_wal_txn(&mut checksums, &w, &txn, ps)?;
             } else {
                 late_txns.push(txn);
             }

@@ -35,30 +35,15 @@ impl JournalHeader {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_only_hot_journals() {
-        let mut b = JOURNAL_MAGIC.to_vec();
-        for v in [3u32, 0xdeadbeef, 10, 512, 4096] {
-            b.extend_from_slice(&v.to_be_bytes());
-        }
-        let h = JournalHeader::parse(&b).unwrap();
-        assert_eq!((h.record_count, h.initial_pages, h.page_size), (3, 10, 4096));
-        assert_eq!(JournalHeader::parse(&b[..27]), None);
-        b[..8].fill(0);
-        assert_eq!(JournalHeader::parse(&b), None);
-    }
-}
-
 /// Original page images recorded in a hot rollback journal, in file order, for rolling the
 /// database back after a crash (fileformat2 §4.1). Reading stops at the first record whose
 /// checksum fails or that is incomplete, as SQLite's own playback does.
 ///
 /// Returns the database size before the transaction (pages) and the records.
-pub fn journal_records(j: &[u8], db_page_size: u32) -> Option<(u32, Vec<(u32, &[u8])>)> {
+/// A journal's pre-transaction database size (pages) and its `(pgno, original page)` records.
+pub type JournalRecords<'a> = (u32, Vec<(u32, &'a [u8])>);
+
+pub fn journal_records(j: &[u8], db_page_size: u32) -> Option<JournalRecords<'_>> {
     let first = JournalHeader::parse(j)?;
     let mut records = Vec::new();
     let mut hdr_off = 0usize;
@@ -109,4 +94,60 @@ pub fn journal_records(j: &[u8], db_page_size: u32) -> Option<(u32, Vec<(u32, &[
         }
     }
     Some((first.initial_pages, records))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_only_hot_journals() {
+        let mut b = JOURNAL_MAGIC.to_vec();
+        for v in [3u32, 0xdeadbeef, 10, 512, 4096] {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
+        let h = JournalHeader::parse(&b).unwrap();
+        assert_eq!((h.record_count, h.initial_pages, h.page_size), (3, 10, 4096));
+        assert_eq!(JournalHeader::parse(&b[..27]), None);
+        b[..8].fill(0);
+        assert_eq!(JournalHeader::parse(&b), None);
+    }
+
+    fn journal(nonce: u32, initial: u32, pages: &[(u32, u8)], ps: usize) -> Vec<u8> {
+        let mut j = JOURNAL_MAGIC.to_vec();
+        for v in [pages.len() as u32, nonce, initial, 512, ps as u32] {
+            j.extend_from_slice(&v.to_be_bytes());
+        }
+        j.resize(512, 0);
+        for &(pgno, fill) in pages {
+            let page = vec![fill; ps];
+            let mut sum = nonce;
+            let mut i = ps as isize - 200;
+            while i > 0 {
+                sum = sum.wrapping_add(u32::from(page[i as usize]));
+                i -= 200;
+            }
+            j.extend_from_slice(&pgno.to_be_bytes());
+            j.extend_from_slice(&page);
+            j.extend_from_slice(&sum.to_be_bytes());
+        }
+        j
+    }
+
+    #[test]
+    fn playback_records_stop_at_a_bad_checksum() {
+        let j = journal(0x1234, 3, &[(1, 0xaa), (3, 0xbb)], 1024);
+        let (initial, recs) = journal_records(&j, 1024).unwrap();
+        assert_eq!(initial, 3);
+        assert_eq!(
+            recs.iter().map(|(p, d)| (*p, d[0])).collect::<Vec<_>>(),
+            vec![(1, 0xaa), (3, 0xbb)]
+        );
+        let mut bad = j.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert_eq!(journal_records(&bad, 1024).unwrap().1.len(), 1);
+        assert_eq!(journal_records(&j, 4096).unwrap().1.len(), 0, "page size mismatch");
+        assert!(journal_records(&j[..20], 1024).is_none());
+    }
 }

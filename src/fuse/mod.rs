@@ -1,0 +1,573 @@
+//! The FUSE filesystem: a flat directory of databases.
+//!
+//! | Name | Backing | Behaviour |
+//! |---|---|---|
+//! | `<db>` | `dbs/<db>/database` | read/write; writes must be whole pages (EINVAL otherwise); the first write to a new database must be a SQLite header at offset 0 |
+//! | `<db>-journal`, `<db>-wal`, `<db>-shm` | `dbs/<db>/journal` … | read/write passthrough; commit detection happens here |
+//! | `<db>-pos` | generated | read-only, `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS |
+//!
+//! Other files: creating any other name creates a database of that name (as LiteFS does), so
+//! a plain non-SQLite file cannot be stored: its first write fails with EINVAL. `mkdir`,
+//! `rename`, links and symlinks are refused with EPERM. `rm <db>` deletes the database
+//! (a deletion LTX file is written); the `-pos` file stays readable.
+//!
+//! Callbacks are thin: they parse the inode, call [`Db`], and map errors through
+//! [`errno::errno`]. POSIX locks are left to the kernel (FUSE_POSIX_LOCKS is not requested):
+//! every process using the database goes through this one mount on this one host, where the
+//! kernel's lock table is authoritative, and no lock call costs a round trip to us.
+
+pub mod errno;
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    KernelConfig, LockOwner, Notifier, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow,
+    WriteFlags,
+};
+
+use crate::db::{Db, DbError, FileKind};
+use crate::store::Store;
+
+/// No attribute or entry caching: sizes change under the kernel on replicas and on deletion.
+const TTL: Duration = Duration::ZERO;
+/// Inodes per database: database, journal, wal, shm, pos.
+const SLOTS: u64 = 8;
+
+/// A file in the mount.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Node {
+    Root,
+    File(u64, FileKind),
+    Pos(u64),
+}
+
+/// Database name ↔ small id, stable for the life of the process (inode numbers derive from
+/// it).
+#[derive(Default)]
+struct Ids {
+    by_name: HashMap<String, u64>,
+    names: Vec<String>,
+}
+
+/// The filesystem. See the module docs.
+pub struct Fs {
+    store: Arc<Store>,
+    ids: Mutex<Ids>,
+    uid: u32,
+    gid: u32,
+    /// Set after mounting; used to drop kernel caches of deleted databases.
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+fn slot(kind: FileKind) -> u64 {
+    match kind {
+        FileKind::Database => 0,
+        FileKind::Journal => 1,
+        FileKind::Wal => 2,
+        FileKind::Shm => 3,
+    }
+}
+
+const POS_SLOT: u64 = 4;
+
+impl Fs {
+    pub fn new(store: Arc<Store>, notifier: Arc<OnceLock<Notifier>>) -> Fs {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Fs { store, ids: Mutex::new(Ids::default()), uid, gid, notifier }
+    }
+
+    fn id(&self, name: &str) -> u64 {
+        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = ids.by_name.get(name) {
+            return *id;
+        }
+        let id = ids.names.len() as u64;
+        ids.names.push(name.to_owned());
+        ids.by_name.insert(name.to_owned(), id);
+        id
+    }
+
+    fn name_of(&self, id: u64) -> Option<String> {
+        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
+        ids.names.get(id as usize).cloned()
+    }
+
+    fn ino(&self, node: Node) -> INodeNo {
+        INodeNo(match node {
+            Node::Root => 1,
+            Node::File(id, kind) => 2 + id * SLOTS + slot(kind),
+            Node::Pos(id) => 2 + id * SLOTS + POS_SLOT,
+        })
+    }
+
+    fn node(&self, ino: INodeNo) -> Option<Node> {
+        if ino.0 == 1 {
+            return Some(Node::Root);
+        }
+        let n = ino.0.checked_sub(2)?;
+        let (id, s) = (n / SLOTS, n % SLOTS);
+        Some(match s {
+            0 => Node::File(id, FileKind::Database),
+            1 => Node::File(id, FileKind::Journal),
+            2 => Node::File(id, FileKind::Wal),
+            3 => Node::File(id, FileKind::Shm),
+            4 => Node::Pos(id),
+            _ => return None,
+        })
+    }
+
+    fn db(&self, id: u64) -> Result<Arc<Db>, Errno> {
+        let name = self.name_of(id).ok_or(Errno::ENOENT)?;
+        self.store.get(&name).ok_or(Errno::ENOENT)
+    }
+
+    /// Splits a mount file name into database name and file.
+    fn parse_name(name: &str) -> (&str, Option<FileKind>, bool) {
+        for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+            if let Some(base) = name.strip_suffix(kind.suffix()) {
+                return (base, Some(kind), false);
+            }
+        }
+        if let Some(base) = name.strip_suffix("-pos") {
+            return (base, None, true);
+        }
+        (name, Some(FileKind::Database), false)
+    }
+
+    fn attr(&self, node: Node) -> Result<FileAttr, Errno> {
+        #[allow(clippy::disallowed_methods)]
+        let now = SystemTime::now();
+        let base = |kind, size, perm, mtime| FileAttr {
+            ino: self.ino(node),
+            size,
+            blocks: size.div_ceil(512),
+            atime: now,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink: if kind == FileType::Directory { 2 } else { 1 },
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        };
+        Ok(match node {
+            Node::Root => base(FileType::Directory, 0, 0o755, now),
+            Node::File(id, kind) => {
+                let db = self.db(id)?;
+                let f = db.file(kind).ok_or(Errno::ENOENT)?;
+                let md = f.metadata().map_err(Errno::from)?;
+                base(FileType::RegularFile, md.len(), 0o644, md.modified().unwrap_or(now))
+            }
+            Node::Pos(id) => {
+                let db = self.db(id)?;
+                let ms = db.last_ltx_ms().max(0) as u64;
+                base(FileType::RegularFile, 34, 0o444, UNIX_EPOCH + Duration::from_millis(ms))
+            }
+        })
+    }
+
+    fn lookup_name(&self, name: &OsStr) -> Result<Node, Errno> {
+        let name = name.to_str().ok_or(Errno::ENOENT)?;
+        let (base, kind, pos) = Self::parse_name(name);
+        let db = self.store.get(base).ok_or(Errno::ENOENT)?;
+        let id = self.id(base);
+        if pos {
+            return Ok(Node::Pos(id));
+        }
+        let kind = kind.ok_or(Errno::ENOENT)?;
+        if db.file(kind).is_none() {
+            return Err(Errno::ENOENT);
+        }
+        Ok(Node::File(id, kind))
+    }
+
+    fn file_op<T>(
+        &self,
+        ino: INodeNo,
+        f: impl FnOnce(&Db, FileKind) -> Result<T, DbError>,
+    ) -> Result<T, Errno> {
+        match self.node(ino) {
+            Some(Node::File(id, kind)) => {
+                let db = self.db(id)?;
+                f(&db, kind).map_err(|e| {
+                    tracing::debug!(db = db.name(), error = %e, "file operation failed");
+                    errno::errno(&e)
+                })
+            }
+            Some(Node::Root) => Err(Errno::EISDIR),
+            Some(Node::Pos(_)) => Err(Errno::EACCES),
+            None => Err(Errno::ENOENT),
+        }
+    }
+
+    fn create_node(&self, name: &OsStr) -> Result<Node, Errno> {
+        let name = name.to_str().ok_or(Errno::EINVAL)?;
+        let (base, kind, pos) = Self::parse_name(name);
+        if pos {
+            return Err(Errno::EACCES);
+        }
+        let kind = kind.ok_or(Errno::EINVAL)?;
+        let db = match kind {
+            FileKind::Database => {
+                let db = self.store.create(base).map_err(|e| {
+                    tracing::warn!(db = base, error = %e, "cannot create database");
+                    Errno::EINVAL
+                })?;
+                db.create_database().map_err(|e| errno::errno(&e))?;
+                db
+            }
+            _ => {
+                let db = self.store.get(base).ok_or(Errno::ENOENT)?;
+                if !db.exists() {
+                    return Err(Errno::ENOENT);
+                }
+                db.create(kind).map_err(|e| errno::errno(&e))?;
+                db
+            }
+        };
+        Ok(Node::File(self.id(db.name()), kind))
+    }
+
+    fn invalidate(&self, node: Node) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_inode(self.ino(node), 0, 0);
+        }
+    }
+}
+
+impl Filesystem for Fs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_write(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 != 1 {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.lookup_name(name).and_then(|n| self.attr(n)) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino).ok_or(Errno::ENOENT).and_then(|n| self.attr(n)) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // Mode, owner and times are cosmetic (all files belong to the litefleet process);
+        // only size changes reach the database.
+        let res = match size {
+            Some(size) => self.file_op(ino, |db, kind| db.truncate(kind, size)),
+            None => Ok(()),
+        };
+        match res.and_then(|_| self.node(ino).ok_or(Errno::ENOENT)).and_then(|n| self.attr(n)) {
+            Ok(attr) => reply.attr(&TTL, &attr),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        match self.node(ino) {
+            Some(Node::Pos(_)) => {
+                if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
+                    return reply.error(Errno::EACCES);
+                }
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
+            Some(Node::File(id, kind)) => match self.db(id) {
+                Ok(db) if db.file(kind).is_some() => {
+                    reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+                }
+                _ => reply.error(Errno::ENOENT),
+            },
+            Some(Node::Root) => reply.error(Errno::EISDIR),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if let Some(Node::Pos(id)) = self.node(ino) {
+            return match self.db(id) {
+                Ok(db) => {
+                    let text = format!("{}\n", db.pos());
+                    let b = text.as_bytes();
+                    let start = (offset as usize).min(b.len());
+                    let end = (start + size as usize).min(b.len());
+                    reply.data(&b[start..end])
+                }
+                Err(e) => reply.error(e),
+            };
+        }
+        let mut buf = vec![0u8; size as usize];
+        match self.file_op(ino, |db, kind| db.read(kind, &mut buf, offset)) {
+            Ok(n) => reply.data(&buf[..n]),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.file_op(ino, |db, kind| db.write(kind, data, offset)) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lo: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.node(ino) {
+            Some(Node::Pos(_)) => reply.ok(),
+            _ => match self.file_op(ino, |db, kind| db.fsync(kind)) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(e),
+            },
+        }
+    }
+
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _ds: bool,
+        reply: ReplyEmpty,
+    ) {
+        // SQLite fsyncs the directory after deleting a journal: make LTX files durable too.
+        for db in self.store.list() {
+            if let Err(e) = db.sync_pending() {
+                return reply.error(errno::errno(&e));
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino.0 != 1 {
+            return reply.error(Errno::ENOTDIR);
+        }
+        let mut entries = vec![
+            (INodeNo(1), FileType::Directory, ".".to_owned()),
+            (INodeNo(1), FileType::Directory, "..".to_owned()),
+        ];
+        for db in self.store.list() {
+            if !db.exists() {
+                continue;
+            }
+            let id = self.id(db.name());
+            entries.push((
+                self.ino(Node::File(id, FileKind::Database)),
+                FileType::RegularFile,
+                db.name().to_owned(),
+            ));
+            entries.push((
+                self.ino(Node::Pos(id)),
+                FileType::RegularFile,
+                format!("{}-pos", db.name()),
+            ));
+            for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+                if db.file(kind).is_some() {
+                    entries.push((
+                        self.ino(Node::File(id, kind)),
+                        FileType::RegularFile,
+                        format!("{}{}", db.name(), kind.suffix()),
+                    ));
+                }
+            }
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let path = std::ffi::CString::new(self.store.root().as_os_str().as_encoded_bytes())
+            .unwrap_or_default();
+        // SAFETY: `path` is a valid NUL-terminated string and `st` a properly sized out
+        // parameter that statvfs fully initialises on success.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        let rc = unsafe { libc::statvfs(path.as_ptr(), &mut st) };
+        if rc != 0 {
+            return reply.error(Errno::EIO);
+        }
+        reply.statfs(
+            st.f_blocks,
+            st.f_bfree,
+            st.f_bavail,
+            st.f_files,
+            st.f_ffree,
+            st.f_bsize as u32,
+            255,
+            st.f_frsize as u32,
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if parent.0 != 1 {
+            return reply.error(Errno::ENOENT);
+        }
+        match self.create_node(name).and_then(|n| self.attr(n)) {
+            Ok(attr) => reply.created(
+                &TTL,
+                &attr,
+                Generation(0),
+                FileHandle(0),
+                FopenFlags::FOPEN_KEEP_CACHE,
+            ),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        if parent.0 != 1 || mode & libc::S_IFMT != libc::S_IFREG {
+            return reply.error(Errno::EPERM);
+        }
+        match self.create_node(name).and_then(|n| self.attr(n)) {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if parent.0 != 1 {
+            return reply.error(Errno::ENOENT);
+        }
+        let node = match self.lookup_name(name) {
+            Ok(n) => n,
+            Err(e) => return reply.error(e),
+        };
+        let res = match node {
+            Node::File(id, FileKind::Database) => {
+                let r = self.db(id).and_then(|db| db.delete().map_err(|e| errno::errno(&e)));
+                if r.is_ok() {
+                    for kind in FileKind::ALL {
+                        self.invalidate(Node::File(id, kind));
+                    }
+                }
+                r
+            }
+            Node::File(id, kind) => {
+                self.db(id).and_then(|db| db.unlink(kind).map_err(|e| errno::errno(&e)))
+            }
+            Node::Pos(_) => Err(Errno::EACCES),
+            Node::Root => Err(Errno::EISDIR),
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EPERM);
+    }
+}

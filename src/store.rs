@@ -1,0 +1,96 @@
+//! The data directory: every database under `dbs/<name>/`, in LiteFS's layout, plus the
+//! `clusterid` file.
+//!
+//! ```text
+//! <data.dir>/clusterid              LFSC + 16 hex digits (written once)
+//! <data.dir>/dbs/<name>/database    the SQLite database file
+//! <data.dir>/dbs/<name>/journal|wal|shm
+//! <data.dir>/dbs/<name>/ltx/%016x-%016x.ltx
+//! ```
+//!
+//! A LiteFS v0.5 data directory opens as is.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::core::types::ClusterId;
+use crate::core::wire::valid_db_name;
+use crate::db::{Db, DbError, DbOptions};
+
+/// Errors opening the data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("data directory {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("invalid database name {0:?}")]
+    BadName(String),
+}
+
+/// All databases of this node.
+pub struct Store {
+    root: PathBuf,
+    opts: DbOptions,
+    dbs: RwLock<BTreeMap<String, Arc<Db>>>,
+    cluster_id: ClusterId,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory and recovers every database in it.
+    pub fn open(root: &Path, opts: DbOptions) -> Result<Store, StoreError> {
+        let io = |source| StoreError::Io { path: root.to_owned(), source };
+        fs::create_dir_all(root.join("dbs")).map_err(io)?;
+        let cluster_id = match fs::read_to_string(root.join("clusterid")) {
+            Ok(s) => s.parse().unwrap_or_default(),
+            Err(_) => ClusterId(0),
+        };
+        let mut dbs = BTreeMap::new();
+        for e in fs::read_dir(root.join("dbs")).map_err(io)? {
+            let e = e.map_err(io)?;
+            if !e.file_type().map_err(io)?.is_dir() {
+                continue;
+            }
+            let Some(name) = e.file_name().to_str().map(str::to_owned) else { continue };
+            if valid_db_name(&name).is_err() {
+                continue;
+            }
+            let db = Db::open(&name, e.path(), opts)?;
+            tracing::info!(db = %name, pos = %db.pos(), "opened database");
+            dbs.insert(name, db);
+        }
+        Ok(Store { root: root.to_owned(), opts, dbs: RwLock::new(dbs), cluster_id })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn cluster_id(&self) -> ClusterId {
+        self.cluster_id
+    }
+
+    /// The database named `name`, if known (it may be deleted: see [`Db::exists`]).
+    pub fn get(&self, name: &str) -> Option<Arc<Db>> {
+        self.dbs.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// Every known database, by name.
+    pub fn list(&self) -> Vec<Arc<Db>> {
+        self.dbs.read().unwrap_or_else(|e| e.into_inner()).values().cloned().collect()
+    }
+
+    /// Returns the database `name`, creating its directory if it is new.
+    pub fn create(&self, name: &str) -> Result<Arc<Db>, StoreError> {
+        valid_db_name(name).map_err(|_| StoreError::BadName(name.to_owned()))?;
+        let mut dbs = self.dbs.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = dbs.get(name) {
+            return Ok(db.clone());
+        }
+        let db = Db::open(name, self.root.join("dbs").join(name), self.opts)?;
+        dbs.insert(name.to_owned(), db.clone());
+        Ok(db)
+    }
+}

@@ -1,0 +1,100 @@
+//! Shared helpers for mount tests: an in-process node (store + FUSE mount) in a temp dir,
+//! and `sqlite3` run as a separate process against it.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+use litefleet::core::ltx::{DbState, LtxReader, MemStore, apply};
+use litefleet::core::types::{NodeId, Pos};
+use litefleet::db::DbOptions;
+use litefleet::mount::Mounted;
+use litefleet::store::Store;
+
+pub struct Node {
+    pub root: PathBuf,
+    pub data: PathBuf,
+    pub mnt: PathBuf,
+    pub store: Arc<Store>,
+    pub mounted: Option<Mounted>,
+}
+
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("litefleet-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+impl Node {
+    pub fn start(root: &Path) -> Node {
+        let data = root.join("data");
+        let mnt = root.join("mnt");
+        let store =
+            Arc::new(Store::open(&data, DbOptions { compress: true, node_id: NodeId(7) }).unwrap());
+        let mounted = Mounted::mount(store.clone(), &mnt, false, 2).unwrap();
+        Node { root: root.to_owned(), data, mnt, store, mounted: Some(mounted) }
+    }
+
+    pub fn stop(mut self) {
+        if let Some(m) = self.mounted.take() {
+            m.unmount().unwrap();
+        }
+    }
+
+    pub fn db_path(&self, name: &str) -> PathBuf {
+        self.mnt.join(name)
+    }
+
+    /// Runs SQL through the sqlite3 CLI (a separate process) and returns stdout.
+    pub fn sql(&self, db: &str, sql: &str) -> String {
+        let out = Command::new("sqlite3").arg(self.db_path(db)).arg(sql).output().unwrap();
+        assert!(
+            out.status.success(),
+            "sqlite3 {db} {sql:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    pub fn pos_file(&self, db: &str) -> Pos {
+        std::fs::read_to_string(self.mnt.join(format!("{db}-pos"))).unwrap().parse().unwrap()
+    }
+
+    /// Replays every LTX file of `db` from an empty database and returns the image and
+    /// position. Requires the chain to start at TXID 1.
+    pub fn replay(&self, db: &str) -> (Vec<u8>, Pos) {
+        let dir = self.data.join("dbs").join(db).join("ltx");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "ltx"))
+            .collect();
+        files.sort();
+        let mut store = MemStore::default();
+        let mut state = DbState::default();
+        for f in files {
+            let b = std::fs::read(&f).unwrap();
+            apply(LtxReader::new(&b[..], b.len() as u64).unwrap(), &mut store, &mut state)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        }
+        (store.bytes, state.pos)
+    }
+
+    /// The database as SQLite sees it, read through the mount after a checkpoint-free copy:
+    /// uses `VACUUM INTO` of a fresh connection so WAL content is included.
+    pub fn logical_image(&self, db: &str) -> Vec<u8> {
+        let out = self.root.join(format!("{db}.image"));
+        let _ = std::fs::remove_file(&out);
+        // Read the raw pages through SQLite's own view: backup API via the CLI.
+        let o = Command::new("sqlite3")
+            .arg(self.db_path(db))
+            .arg(format!(".backup '{}'", out.display()))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(&out).unwrap()
+    }
+}
