@@ -301,7 +301,14 @@ impl Db {
             }
             FileKind::Wal => {
                 f.write_all_at(data, offset)?;
-                if inner.wal.on_write(offset, data.len() as u64) == WalWrite::MaybeCommit {
+                if inner.state.page_size == 0
+                    && let Some(db) = self.file(FileKind::Database)
+                    && let Some(h) = read_header(&db)?
+                {
+                    inner.state.page_size = h.page_size;
+                }
+                let ps = inner.state.page_size;
+                if inner.wal.on_write(offset, data, ps) == WalWrite::MaybeCommit {
                     self.commit_wal(&mut inner, &f)?;
                 }
             }

@@ -45,6 +45,8 @@ pub struct WalTracker {
     committed: u64,
     checksum: Option<WalChecksum>,
     index: HashMap<PageNo, u64>,
+    /// Start of the last frame seen written with a commit header, until it is scanned.
+    pending_commit: Option<u64>,
 }
 
 impl WalTracker {
@@ -78,17 +80,37 @@ impl WalTracker {
         *self = WalTracker::default();
     }
 
-    /// Called after SQLite wrote `len` bytes at `offset`.
-    pub fn on_write(&mut self, offset: u64, len: u64) -> WalWrite {
-        if offset < WAL_HEADER_SIZE as u64 {
+    /// Called after SQLite wrote `data` at `offset`. Says whether a scan could find a new
+    /// commit: only writes that carry a commit frame's header (nonzero database size) or the
+    /// page of such a frame can, so a large transaction costs one scan, not one per frame.
+    pub fn on_write(&mut self, offset: u64, data: &[u8], page_size: u32) -> WalWrite {
+        let hdr = WAL_HEADER_SIZE as u64;
+        if offset < hdr {
             // A header write starts a new generation of the log.
             self.reset();
             return WalWrite::None;
         }
-        if offset + len <= self.committed {
+        if offset + data.len() as u64 <= self.committed || page_size == 0 {
             return WalWrite::None;
         }
-        WalWrite::MaybeCommit
+        let fs = (WAL_FRAME_HEADER_SIZE + page_size as usize) as u64;
+        let start = hdr + (offset - hdr) / fs * fs;
+        let within = offset - start;
+        if within == 0 && data.len() >= 8 {
+            let commit = u32::from_be_bytes([data[4], data[5], data[6], data[7]]);
+            if commit != 0 {
+                self.pending_commit = Some(start);
+                return WalWrite::MaybeCommit;
+            }
+            if self.pending_commit == Some(start) {
+                self.pending_commit = None;
+            }
+            return WalWrite::None;
+        }
+        if self.pending_commit == Some(start) {
+            return WalWrite::MaybeCommit;
+        }
+        WalWrite::None
     }
 
     /// Scans forward from the last commit and returns every transaction now committed, in
@@ -148,6 +170,9 @@ impl WalTracker {
                 });
                 self.committed = off;
                 self.checksum = Some(running);
+                if self.pending_commit.is_some_and(|p| p < off) {
+                    self.pending_commit = None;
+                }
                 txn_start = off;
             }
         }
@@ -166,8 +191,12 @@ mod tests {
     fn finds_each_committed_transaction_once() {
         let w = build_wal(false, PS, (7, 8), &[(1, 0, 1), (2, 2, 2), (2, 0, 3), (3, 3, 4)]);
         let mut t = WalTracker::new();
-        assert_eq!(t.on_write(0, 32), WalWrite::None);
-        assert_eq!(t.on_write(32, 24), WalWrite::MaybeCommit);
+        assert_eq!(t.on_write(0, &w[..32], PS), WalWrite::None);
+        // Frame 1's header has commit 0: nothing to scan; frame 2's has commit 2.
+        assert_eq!(t.on_write(32, &w[32..56], PS), WalWrite::None);
+        assert_eq!(t.on_write(56, &w[56..568], PS), WalWrite::None);
+        assert_eq!(t.on_write(568, &w[568..592], PS), WalWrite::MaybeCommit);
+        assert_eq!(t.on_write(592, &w[592..1104], PS), WalWrite::MaybeCommit);
         let txns = t.scan(&w, PS).unwrap();
         assert_eq!(txns.len(), 2);
         let fs = 24 + 512u64;
@@ -180,7 +209,7 @@ mod tests {
         assert_eq!(t.committed_offset(), 32 + 4 * fs);
         assert_eq!(t.page_offset(PageNo(2)), Some(32 + 2 * fs + 24));
         assert!(t.scan(&w, PS).unwrap().is_empty(), "nothing new");
-        assert_eq!(t.on_write(32, 24), WalWrite::None, "inside the committed region");
+        assert_eq!(t.on_write(32, &w[32..56], PS), WalWrite::None, "inside the committed region");
     }
 
     #[test]
@@ -208,7 +237,7 @@ mod tests {
         assert!(t.scan(&mixed, PS).unwrap().is_empty());
         t.reset();
         assert_eq!(t.scan(&old, PS).unwrap().len(), 1);
-        assert_eq!(t.on_write(0, 32), WalWrite::None);
+        assert_eq!(t.on_write(0, &old[..32], PS), WalWrite::None);
         assert!(t.header().is_none(), "a header write resets");
     }
 
