@@ -1,6 +1,7 @@
 //! Command-line definitions and dispatch.
 
 mod ltx;
+mod mount;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +18,24 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run a node in the foreground: mount `fuse.dir`, serve its databases, run `exec`.
+    Mount {
+        /// Config file (default: ./litefleet.yml, ./litefs.yml, ~/litefs.yml, /etc/litefs.yml).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// Do not expand $VAR / ${VAR} in the config file.
+        #[arg(long)]
+        no_expand_env: bool,
+        /// Do not unmount a stale mount at fuse.dir before mounting.
+        #[arg(long)]
+        skip_unmount: bool,
+        /// FUSE dispatch threads.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+        /// Command to run once the node is ready (overrides `exec`).
+        #[arg(last = true)]
+        exec: Vec<String>,
+    },
     /// Inspect, verify, replay and compact LTX transaction files (LiteFS-compatible).
     #[command(subcommand)]
     Ltx(LtxCommand),
@@ -66,5 +85,8 @@ pub enum LtxCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ltx(cmd) => ltx::run(cmd),
+        Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
+            mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
+        }
     }
 }

@@ -1,0 +1,185 @@
+//! `litefleet mount`: run a node in the foreground.
+//!
+//! Startup order: config → data directory (recovery of every database) → FUSE mount →
+//! `exec` commands. Runs until SIGINT/SIGTERM (forwarded to the `exec` child, whose exit code
+//! becomes ours) or until the `exec` child exits; then unmounts cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use litefleet::config::{Config, ExecCmd};
+use litefleet::core::types::NodeId;
+use litefleet::db::DbOptions;
+use litefleet::mount::Mounted;
+use litefleet::store::Store;
+
+pub struct MountArgs {
+    pub config: Option<PathBuf>,
+    pub no_expand_env: bool,
+    pub skip_unmount: bool,
+    pub exec: Vec<String>,
+    pub threads: usize,
+}
+
+fn random_node_id() -> NodeId {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    NodeId(u64::from_le_bytes(b) | 1)
+}
+
+pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
+    litefleet::mount::block_shutdown_signals();
+    block_sigchld();
+    let path = Config::find(args.config.as_deref()).context(
+        "no config file: pass --config, or put litefleet.yml / litefs.yml in the current \
+         directory, ~ or /etc",
+    )?;
+    let config = Config::load(&path, !args.no_expand_env)?;
+    for key in config.ignored_keys() {
+        tracing::warn!(
+            key,
+            "config section accepted for LiteFS compatibility but not implemented; ignored"
+        );
+    }
+    if config.lease.kind != "static" || !config.lease.candidate {
+        bail!(
+            "{}: this version runs a static-lease primary only (lease.type: static, \
+             lease.candidate: true); replicas and Consul leases come with replication",
+            path.display()
+        );
+    }
+    if !args.skip_unmount && litefleet::mount::is_mounted(&config.fuse.dir) {
+        tracing::warn!(path = %config.fuse.dir.display(), "unmounting a stale mount");
+        litefleet::mount::force_unmount(&config.fuse.dir)?;
+    }
+    let node_id = random_node_id();
+    tracing::info!(node = %node_id, config = %path.display(), "starting");
+    let store = Arc::new(
+        Store::open(&config.data.dir, DbOptions { compress: config.data.compress, node_id })
+            .context("opening the data directory")?,
+    );
+    let mounted =
+        Mounted::mount(store.clone(), &config.fuse.dir, config.fuse.allow_other, args.threads)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let retention = spawn_retention(store.clone(), &config, stop.clone());
+
+    // exec: the CLI's command overrides the config's.
+    let cmds: Vec<ExecCmd> = if !args.exec.is_empty() {
+        vec![ExecCmd { cmd: shell_join(&args.exec), if_candidate: false }]
+    } else {
+        config.exec.as_ref().map(|e| e.commands()).unwrap_or_default()
+    };
+    let mut child = run_exec(&cmds, &config.fuse.dir)?;
+    let code = loop {
+        let sig = wait_signal();
+        if sig == libc::SIGCHLD {
+            if let Some(c) = child.as_mut()
+                && let Some(status) = c.try_wait()?
+            {
+                tracing::info!(?status, "exec command exited");
+                break status.code().unwrap_or(1);
+            }
+            continue;
+        }
+        tracing::info!(signal = sig, "shutting down");
+        match child.as_mut() {
+            Some(c) => {
+                // SAFETY: kill with a pid we spawned and a valid signal number.
+                unsafe { libc::kill(c.id() as i32, sig) };
+                break c.wait()?.code().unwrap_or(1);
+            }
+            None => break 0,
+        }
+    };
+    stop.store(true, Ordering::SeqCst);
+    retention.thread().unpark();
+    let _ = retention.join();
+    for db in store.list() {
+        if let Err(e) = db.sync_pending() {
+            tracing::warn!(db = db.name(), error = %e, "final LTX sync failed");
+        }
+    }
+    mounted.unmount()?;
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+fn shell_join(args: &[String]) -> String {
+    args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// Runs every command but the last to completion, then starts the last and returns it.
+fn run_exec(cmds: &[ExecCmd], mount: &Path) -> anyhow::Result<Option<Child>> {
+    let Some((last, first)) = cmds.split_last() else { return Ok(None) };
+    for c in first {
+        tracing::info!(cmd = %c.cmd, "running");
+        let st =
+            Command::new("/bin/sh").arg("-c").arg(&c.cmd).env("LITEFLEET_MOUNT", mount).status()?;
+        if !st.success() {
+            bail!("exec command {:?} failed: {st}", c.cmd);
+        }
+    }
+    tracing::info!(cmd = %last.cmd, "starting");
+    Ok(Some(
+        Command::new("/bin/sh").arg("-c").arg(&last.cmd).env("LITEFLEET_MOUNT", mount).spawn()?,
+    ))
+}
+
+fn spawn_retention(
+    store: Arc<Store>,
+    config: &Config,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let retention = config.data.retention;
+    let every = config.data.retention_monitor_interval;
+    std::thread::spawn(move || {
+        if every.is_zero() {
+            return;
+        }
+        while !stop.load(Ordering::SeqCst) {
+            std::thread::park_timeout(every.max(Duration::from_millis(100)));
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            #[allow(clippy::disallowed_methods)]
+            let now = std::time::SystemTime::now();
+            for db in store.list() {
+                match db.ltx_dir().enforce_retention(retention, now) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(db = db.name(), removed = n, "retention"),
+                    Err(e) => tracing::warn!(db = db.name(), error = %e, "retention failed"),
+                }
+            }
+        }
+    })
+}
+
+fn block_sigchld() {
+    // SAFETY: signal-mask manipulation on a stack sigset.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for SIGINT, SIGTERM or SIGCHLD.
+fn wait_signal() -> i32 {
+    // SAFETY: as above; sigwait stores the signal in `sig`.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        let mut sig = 0;
+        libc::sigwait(&set, &mut sig);
+        sig
+    }
+}

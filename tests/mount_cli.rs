@@ -1,0 +1,99 @@
+//! `litefleet mount` as a separate process: config file, mount, SIGTERM, exec.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::tmp;
+
+fn config(root: &Path, extra: &str) -> PathBuf {
+    let path = root.join("litefs.yml");
+    std::fs::write(
+        &path,
+        format!(
+            "fuse:\n  dir: \"${{ROOT}}/mnt\"\ndata:\n  dir: \"${{ROOT}}/data\"\nlease:\n  type: static\n  candidate: true\n{extra}"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn spawn(root: &Path, cfg: &Path, exec: &[&str]) -> Child {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_litefleet"));
+    cmd.arg("mount").arg("--config").arg(cfg).env("ROOT", root).stdout(Stdio::null());
+    if !exec.is_empty() {
+        cmd.arg("--").args(exec);
+    }
+    cmd.spawn().unwrap()
+}
+
+#[allow(clippy::disallowed_methods)]
+fn wait_mounted(mnt: &Path) {
+    let t = Instant::now();
+    while !litefleet::mount::is_mounted(mnt) {
+        assert!(t.elapsed() < Duration::from_secs(20), "mount did not appear");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mounts_serves_and_unmounts_on_sigterm() {
+    let root = tmp("cli-sigterm");
+    let cfg = config(&root, "");
+    let mut child = spawn(&root, &cfg, &[]);
+    let mnt = root.join("mnt");
+    wait_mounted(&mnt);
+    let st = Command::new("sqlite3")
+        .arg(mnt.join("app.db"))
+        .arg("PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES (42);")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let pos = std::fs::read_to_string(mnt.join("app.db-pos")).unwrap();
+    assert_eq!(pos.len(), 34, "{pos:?}");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!litefleet::mount::is_mounted(&mnt), "unmounted on SIGTERM");
+    assert!(root.join("data/dbs/app.db/database").exists());
+}
+
+#[test]
+fn exec_runs_the_app_and_its_exit_code_is_ours() {
+    let root = tmp("cli-exec");
+    let cfg = config(&root, "");
+    let script = "sqlite3 \"$LITEFLEET_MOUNT/e.db\" 'CREATE TABLE t(x); INSERT INTO t VALUES (1);' && exit 7";
+    let mut child = spawn(&root, &cfg, &["sh", "-c", script]);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(7));
+    assert!(!litefleet::mount::is_mounted(&root.join("mnt")));
+    assert!(root.join("data/dbs/e.db/ltx").read_dir().unwrap().count() >= 1);
+}
+
+#[test]
+fn a_stale_mount_is_cleared_and_bad_config_is_reported() {
+    let root = tmp("cli-stale");
+    let cfg = config(&root, "");
+    let mut child = spawn(&root, &cfg, &[]);
+    wait_mounted(&root.join("mnt"));
+    child.kill().unwrap(); // SIGKILL: the mount stays behind, dead
+    child.wait().unwrap();
+    assert!(litefleet::mount::is_mounted(&root.join("mnt")));
+    let mut child = spawn(&root, &cfg, &["sh", "-c", "test -e \"$LITEFLEET_MOUNT\" && exit 3"]);
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+
+    let bad = root.join("bad.yml");
+    std::fs::write(&bad, "fuse:\n  dir: /x\n  dirr: /y\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .arg("mount")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("dirr") && err.contains(":3:"), "{err}");
+}
