@@ -423,8 +423,7 @@ impl Config {
             Config::default()
         } else {
             serde_saphyr::from_str(&text).map_err(|e| {
-                let (line, column) =
-                    e.location().map(|l| (l.line() as u64, l.column() as u64)).unwrap_or((0, 0));
+                let (line, column) = e.location().map(|l| (l.line(), l.column())).unwrap_or((0, 0));
                 ConfigError::Parse { path: path.to_owned(), line, column, message: e.to_string() }
             })?
         };
