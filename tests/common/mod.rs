@@ -66,21 +66,7 @@ impl Node {
     /// Replays every LTX file of `db` from an empty database and returns the image and
     /// position. Requires the chain to start at TXID 1.
     pub fn replay(&self, db: &str) -> (Vec<u8>, Pos) {
-        let dir = self.data.join("dbs").join(db).join("ltx");
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "ltx"))
-            .collect();
-        files.sort();
-        let mut store = MemStore::default();
-        let mut state = DbState::default();
-        for f in files {
-            let b = std::fs::read(&f).unwrap();
-            apply(LtxReader::new(&b[..], b.len() as u64).unwrap(), &mut store, &mut state)
-                .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-        }
-        (store.bytes, state.pos)
+        replay(&self.data, db)
     }
 
     /// The database as SQLite sees it, read through the mount after a checkpoint-free copy:
@@ -97,4 +83,29 @@ impl Node {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         std::fs::read(&out).unwrap()
     }
+}
+
+/// Replays every LTX file of `db` under data dir `data` from an empty database.
+pub fn replay(data: &Path, db: &str) -> (Vec<u8>, Pos) {
+    let dir = data.join("dbs").join(db).join("ltx");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "ltx"))
+        .collect();
+    files.sort();
+    let mut store = MemStore::default();
+    let mut state = DbState::default();
+    for f in files {
+        let b = std::fs::read(&f).unwrap();
+        apply(LtxReader::new(&b[..], b.len() as u64).unwrap(), &mut store, &mut state)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+    }
+    (store.bytes, state.pos)
+}
+
+/// Path of an example binary built next to the test binary.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().join("examples").join(name)
 }
