@@ -97,7 +97,7 @@ fn crash_rounds(mode: &str, rounds: usize, mut seed: u64) {
             .unwrap();
         std::thread::sleep(Duration::from_millis(50 + next(&mut seed) % 400));
         // Kill both, in either order.
-        if next(&mut seed) % 2 == 0 {
+        if next(&mut seed).is_multiple_of(2) {
             node.kill().unwrap();
             writer.kill().unwrap();
         } else {
