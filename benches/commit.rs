@@ -42,8 +42,13 @@ fn run(path: &Path, journal: &str, sync: &str) -> Result {
     }
     let total = start.elapsed();
     lat.sort();
-    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
-    Result { commits_per_s: lat.len() as f64 / total.as_secs_f64(), p50_us: pct(0.5), p99_us: pct(0.99) }
+    let pct =
+        |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+    Result {
+        commits_per_s: lat.len() as f64 / total.as_secs_f64(),
+        p50_us: pct(0.5),
+        p99_us: pct(0.99),
+    }
 }
 
 fn main() {
@@ -62,9 +67,11 @@ fn main() {
         "{:<18} {:>6} {:>11} {:>9} {:>9}   {:>11} {:>9} {:>9}   {:>6}",
         "case", "", "bare c/s", "p50 us", "p99 us", "mount c/s", "p50 us", "p99 us", "ratio"
     );
-    for (name, journal, sync) in
-        [("WAL, NORMAL", "WAL", "NORMAL"), ("WAL, FULL", "WAL", "FULL"), ("DELETE, FULL", "DELETE", "FULL")]
-    {
+    for (name, journal, sync) in [
+        ("WAL, NORMAL", "WAL", "NORMAL"),
+        ("WAL, FULL", "WAL", "FULL"),
+        ("DELETE, FULL", "DELETE", "FULL"),
+    ] {
         let file = format!("{}.db", name.replace([',', ' '], ""));
         let b = run(&bare.join(&file), journal, sync);
         let m = run(&mnt.join(&file), journal, sync);
