@@ -56,9 +56,9 @@ fn main() {
     let _ = std::fs::remove_dir_all(&root);
     let bare = root.join("bare");
     std::fs::create_dir_all(&bare).unwrap();
-    let store = Arc::new(
-        Store::open(&root.join("data"), DbOptions { compress: true, node_id: NodeId(1) }).unwrap(),
-    );
+    let rt = litefleet::rt::runtime().unwrap();
+    let opts = DbOptions { compress: true, node_id: NodeId(1) };
+    let store = Arc::new(Store::open(&root.join("data"), opts, rt.handle().clone()).unwrap());
     let mnt = root.join("mnt");
     let mounted = Mounted::mount(store, &mnt, false, 4).unwrap();
 
@@ -72,6 +72,11 @@ fn main() {
         ("WAL, FULL", "WAL", "FULL"),
         ("DELETE, FULL", "DELETE", "FULL"),
     ] {
+        if let Ok(only) = std::env::var("BENCH_CASE")
+            && !name.contains(only.as_str())
+        {
+            continue;
+        }
         let file = format!("{}.db", name.replace([',', ' '], ""));
         let b = run(&bare.join(&file), journal, sync);
         let m = run(&mnt.join(&file), journal, sync);

@@ -18,5 +18,6 @@ pub mod fuse;
 pub mod fuzzing;
 pub mod mount;
 pub mod net;
+pub mod rt;
 pub mod storage;
 pub mod store;

@@ -36,11 +36,17 @@ pub struct Store {
     opts: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
     cluster_id: ClusterId,
+    /// Runtime the database actors run on.
+    rt: tokio::runtime::Handle,
 }
 
 impl Store {
     /// Opens (creating if needed) the data directory and recovers every database in it.
-    pub fn open(root: &Path, opts: DbOptions) -> Result<Store, StoreError> {
+    pub fn open(
+        root: &Path,
+        opts: DbOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io { path: root.to_owned(), source };
         fs::create_dir_all(root.join("dbs")).map_err(io)?;
         let cluster_id = match fs::read_to_string(root.join("clusterid")) {
@@ -57,11 +63,11 @@ impl Store {
             if valid_db_name(&name).is_err() {
                 continue;
             }
-            let db = Db::open(&name, e.path(), opts)?;
+            let db = Db::open(&name, e.path(), opts, &rt)?;
             tracing::info!(db = %name, pos = %db.pos(), "opened database");
             dbs.insert(name, db);
         }
-        Ok(Store { root: root.to_owned(), opts, dbs: RwLock::new(dbs), cluster_id })
+        Ok(Store { root: root.to_owned(), opts, dbs: RwLock::new(dbs), cluster_id, rt })
     }
 
     pub fn root(&self) -> &Path {
@@ -89,7 +95,7 @@ impl Store {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
-        let db = Db::open(name, self.root.join("dbs").join(name), self.opts)?;
+        let db = Db::open(name, self.root.join("dbs").join(name), self.opts, &self.rt)?;
         dbs.insert(name.to_owned(), db.clone());
         Ok(db)
     }

@@ -78,9 +78,12 @@ fn litefs_data_directory_is_served_and_continued() {
 }
 
 fn open_store(root: &Path) -> Result<litefleet::store::Store, litefleet::store::StoreError> {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    let rt = RT.get_or_init(|| litefleet::rt::runtime().unwrap());
     litefleet::store::Store::open(
         &root.join("data"),
         litefleet::db::DbOptions { compress: true, node_id: litefleet::core::types::NodeId(1) },
+        rt.handle().clone(),
     )
 }
 

@@ -60,8 +60,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");
+    let rt = litefleet::rt::runtime().context("starting the runtime")?;
+    let opts = DbOptions { compress: config.data.compress, node_id };
     let store = Arc::new(
-        Store::open(&config.data.dir, DbOptions { compress: config.data.compress, node_id })
+        Store::open(&config.data.dir, opts, rt.handle().clone())
             .context("opening the data directory")?,
     );
     let mounted =
@@ -100,12 +102,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::SeqCst);
     retention.thread().unpark();
     let _ = retention.join();
-    for db in store.list() {
-        if let Err(e) = db.sync_pending() {
-            tracing::warn!(db = db.name(), error = %e, "final LTX sync failed");
-        }
-    }
     mounted.unmount()?;
+    for db in store.list() {
+        db.shutdown();
+    }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 

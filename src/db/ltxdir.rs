@@ -1,7 +1,7 @@
 //! The `ltx/` directory of one database: naming, atomic writes, listing, retention.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, BufWriter, Write};
+use std::io::{self, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -71,31 +71,19 @@ impl LtxDir {
         LtxReader::new(BufReader::with_capacity(256 << 10, f), len)
     }
 
-    /// Writes a file atomically: `write` fills a temp file, which is renamed into place.
-    /// With `sync`, the file and the directory are fsynced before returning.
+    /// Writes the file for `min..=max` under its final name, fdatasyncing it with `sync`.
     ///
-    /// Hazard: without `sync` the rename may reach disk before the data; the startup check
-    /// (verify the newest file) catches such a torn file.
-    pub fn write_atomic<F>(&self, min: Txid, max: Txid, sync: bool, write: F) -> io::Result<PathBuf>
-    where
-        F: FnOnce(&mut BufWriter<File>) -> io::Result<()>,
-    {
-        let final_path = self.dir.join(file_name(min, max));
-        let tmp = self.dir.join(format!("{}.tmp", file_name(min, max)));
-        let f = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(256 << 10, f);
-        write(&mut w)?;
-        w.flush()?;
-        let f = w.into_inner().map_err(|e| e.into_error())?;
+    /// No temp file and rename: a file cut short by a crash fails its trailer checksum, and
+    /// startup recovery moves it aside and rebuilds it from the WAL or journal (see
+    /// `recover`). That saves a directory operation on every commit.
+    pub fn write_file(&self, min: Txid, max: Txid, data: &[u8], sync: bool) -> io::Result<PathBuf> {
+        let path = self.dir.join(file_name(min, max));
+        let mut f = File::create(&path)?;
+        f.write_all(data)?;
         if sync {
             f.sync_data()?;
         }
-        drop(f);
-        fs::rename(&tmp, &final_path)?;
-        if sync {
-            self.sync_dir()?;
-        }
-        Ok(final_path)
+        Ok(path)
     }
 
     /// fsyncs the directory (makes renames durable).

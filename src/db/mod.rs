@@ -4,37 +4,51 @@
 //! The FUSE layer calls [`Db`] for every operation on `<db>`, `<db>-journal`, `<db>-wal` and
 //! `<db>-shm`. Writes go straight to the backing files; the commit trackers of
 //! [`crate::core::commit`] decide when a transaction committed, and [`Db`] then reads the
-//! transaction's pages back, writes the LTX file (atomically, before the write that
-//! completed the commit returns to SQLite, so no reader can see a transaction that has no LTX
-//! file), advances the position and publishes it on a watch channel for subscribers
-//! (replication streams, `-pos` readers).
+//! transaction's pages back and sends them to the database's actor ([`actor`]), which writes
+//! the LTX file, advances the position and publishes it to subscribers.
 //!
-//! Durability follows SQLite's: LTX files of WAL transactions are fsynced when SQLite fsyncs
-//! a file of the database (so `synchronous=FULL` commits are durable with their LTX, and
-//! `NORMAL` pays no extra fsync); rollback-journal commits fsync their LTX at once.
+//! Invariant (crash safety): every transaction SQLite committed is, at every instant, in the
+//! WAL or journal, or in a durable LTX file.
+//! - WAL mode: commits are casts; SQLite's `write` does not wait for the LTX file, because
+//!   the WAL holds the transaction. Before anything could destroy a WAL copy (the first
+//!   write to the database file, which is a checkpoint; rewriting the WAL header, which is a
+//!   restart; truncating or unlinking the WAL) a durable barrier waits until every LTX file
+//!   so far is written and fdatasynced. Startup recovery turns committed WAL frames without
+//!   an LTX file into LTX files. SQLite's own fsync of the WAL therefore costs no LTX fsync.
+//! - Rollback journal: the commit (journal unlink, truncate or header zeroing) destroys the
+//!   only other copy of the transaction, so it waits for its LTX file to be fdatasynced.
 //!
 //! Locking: SQLite's POSIX locks are handled by the kernel on the mount (the filesystem does
 //! not ask for `FUSE_POSIX_LOCKS`), so they cost no round trip; commit detection does not
 //! depend on them.
 
+mod actor;
+mod log;
 mod ltxdir;
 mod recover;
 
+pub use actor::{DbMsg, LogFailure, Shared};
+pub use log::{Commit, Committed, LtxLog, WalRange};
 pub use ltxdir::LtxDir;
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tokio::sync::watch;
+use ractor::{Actor, ActorRef};
+use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::core::commit::{JournalEvent, ReadAt, RollbackTracker, WalTracker, WalWrite};
-use crate::core::ltx::{DbState, FLAG_COMPRESS_LZ4, Header, LtxError, LtxWriter, page_checksum};
+use crate::core::ltx::LtxError;
 use crate::core::sqlite::{DbHeader, JournalMode};
-use crate::core::types::{Checksum, NodeId, PageNo, Pos, Txid};
+use crate::core::types::{NodeId, PageNo, Pos};
+
+/// Casts a database actor may have queued before the FUSE side waits for it to catch up.
+const MAX_INFLIGHT: usize = 256;
 
 /// Which of a database's files an operation is on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -99,6 +113,10 @@ pub enum DbError {
     ReadOnly,
     #[error("database {name}: {reason}")]
     Recovery { name: String, reason: String },
+    #[error("LTX log of this database is failing, writes refused until it recovers: {0}")]
+    Log(LogFailure),
+    #[error("the database actor is not running")]
+    ActorGone,
 }
 
 /// Options for the commit path.
@@ -112,20 +130,18 @@ pub struct DbOptions {
 
 type Files = [Option<Arc<File>>; 4];
 
-/// Mutable state of a database, behind [`Db::inner`].
-///
-/// Invariant: `state.checksums` describes the database as SQLite sees it at `state.pos`
-/// (database file plus committed WAL frames).
+/// What the FUSE side tracks of a database, behind [`Db::inner`].
 struct Inner {
-    state: DbState,
+    /// Page size, 0 until the database has a header.
+    page_size: u32,
+    /// Page count after the last transaction handed to the actor.
+    page_count: u32,
     wal: WalTracker,
     rollback: RollbackTracker,
     /// Journal mode of the database file, from header bytes 18/19.
     mode: JournalMode,
-    /// LTX files renamed into place without an fsync, made durable by the next SQLite fsync.
-    unsynced: Vec<PathBuf>,
-    /// Milliseconds timestamp of the last LTX.
-    last_ltx_ms: i64,
+    /// Commits were cast since the last durable barrier.
+    log_dirty: bool,
     deleted: bool,
 }
 
@@ -134,12 +150,15 @@ pub struct Db {
     name: String,
     dir: PathBuf,
     ltx: LtxDir,
-    opts: DbOptions,
     /// Open backing files, indexed by [`FileKind::index`]. Reads clone the `Arc` and read
     /// without holding `inner`.
     files: RwLock<Files>,
     inner: Mutex<Inner>,
-    pos_tx: watch::Sender<Pos>,
+    actor: OnceLock<ActorRef<DbMsg>>,
+    shared: Arc<Shared>,
+    pos_rx: watch::Receiver<Pos>,
+    events: broadcast::Sender<Arc<Committed>>,
+    last_ltx_ms: Arc<AtomicI64>,
 }
 
 fn now_ms() -> i64 {
@@ -155,8 +174,13 @@ fn open_rw(path: &Path, create: bool) -> io::Result<File> {
 
 impl Db {
     /// Opens the database stored in `dir` (`dbs/<name>`), creating the directory layout if
-    /// needed, and recovers its position (see [`recover`]).
-    pub fn open(name: &str, dir: PathBuf, opts: DbOptions) -> Result<Arc<Db>, DbError> {
+    /// needed, recovers its position (see [`recover`]) and starts its actor on `rt`.
+    pub fn open(
+        name: &str,
+        dir: PathBuf,
+        opts: DbOptions,
+        rt: &tokio::runtime::Handle,
+    ) -> Result<Arc<Db>, DbError> {
         fs::create_dir_all(dir.join("ltx"))?;
         let ltx = LtxDir::new(dir.join("ltx"));
         let mut files: Files = Default::default();
@@ -166,25 +190,38 @@ impl Db {
                 files[kind.index()] = Some(Arc::new(open_rw(&path, false)?));
             }
         }
-        let (pos_tx, _) = watch::channel(Pos::EMPTY);
+        let mut log = LtxLog::new(name, ltx.clone(), opts);
         let db = Db {
             name: name.to_owned(),
             dir,
             ltx,
-            opts,
             files: RwLock::new(files),
             inner: Mutex::new(Inner {
-                state: DbState::default(),
+                page_size: 0,
+                page_count: 0,
                 wal: WalTracker::new(),
                 rollback: RollbackTracker::new(),
                 mode: JournalMode::Rollback,
-                unsynced: Vec::new(),
-                last_ltx_ms: 0,
+                log_dirty: false,
                 deleted: false,
             }),
-            pos_tx,
+            actor: OnceLock::new(),
+            shared: Arc::new(Shared::default()),
+            pos_rx: log.pos_watch(),
+            events: log.events(),
+            last_ltx_ms: log.last_ltx_ms(),
         };
-        recover::recover(&db)?;
+        recover::recover(&db, &mut log)?;
+        {
+            let mut inner = db.lock();
+            inner.page_count = log.state.checksums.page_count();
+            inner.deleted = log.deleted;
+        }
+        let args = actor::DbActorArgs { log, shared: db.shared.clone() };
+        let (actor, _) = rt
+            .block_on(Actor::spawn(None, actor::DbActor, args))
+            .map_err(|e| DbError::Recovery { name: name.to_owned(), reason: e.to_string() })?;
+        let _ = db.actor.set(actor);
         Ok(Arc::new(db))
     }
 
@@ -200,19 +237,63 @@ impl Db {
         &self.ltx
     }
 
-    /// The current position.
+    /// The current position (of the last LTX file written).
     pub fn pos(&self) -> Pos {
-        *self.pos_tx.borrow()
+        *self.pos_rx.borrow()
     }
 
     /// Subscribes to position changes (one value per committed LTX).
     pub fn subscribe(&self) -> watch::Receiver<Pos> {
-        self.pos_tx.subscribe()
+        self.pos_rx.clone()
+    }
+
+    /// Subscribes to committed transactions with their LTX bytes. A receiver that falls
+    /// more than [`log::FANOUT_CAPACITY`] behind gets `Lagged` and reads the LTX directory.
+    pub fn events(&self) -> broadcast::Receiver<Arc<Committed>> {
+        self.events.subscribe()
     }
 
     /// Timestamp (ms since the Unix epoch) of the last LTX file.
     pub fn last_ltx_ms(&self) -> i64 {
-        self.lock().last_ltx_ms
+        self.last_ltx_ms.load(Ordering::Relaxed)
+    }
+
+    /// The database's actor.
+    fn actor(&self) -> Result<&ActorRef<DbMsg>, DbError> {
+        self.actor.get().ok_or(DbError::ActorGone)
+    }
+
+    /// Sends `msg` built around a reply port and waits for the answer. Called from FUSE
+    /// threads, never from inside the runtime.
+    fn call<T>(&self, msg: impl FnOnce(actor::Reply<T>) -> DbMsg) -> Result<T, DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?.send_message(msg(tx.into())).map_err(|_| DbError::ActorGone)?;
+        match rx.blocking_recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(DbError::Log(e)),
+            Err(_) => Err(DbError::ActorGone),
+        }
+    }
+
+    /// Waits until every commit sent so far is written; with `durable`, fdatasynced too.
+    fn barrier(&self, durable: bool) -> Result<(), DbError> {
+        self.call(|reply| DbMsg::Barrier { durable, reply })
+    }
+
+    /// Queues a commit for the actor, waking it if the queue was empty.
+    fn enqueue(&self, c: Commit) -> Result<(), DbError> {
+        if self.shared.push(c) == 0 {
+            self.actor()?.send_message(DbMsg::Wake).map_err(|_| DbError::ActorGone)?;
+        }
+        Ok(())
+    }
+
+    /// Refuses writes while the LTX log is failing (see [`actor`]).
+    fn check_health(&self) -> Result<(), DbError> {
+        match self.shared.error() {
+            Some(e) => Err(DbError::Log(e)),
+            None => Ok(()),
+        }
     }
 
     /// Whether the database file exists (it does not after a deletion, until re-created).
@@ -270,6 +351,9 @@ impl Db {
 
     /// Writes to the backing file and runs commit detection.
     pub fn write(&self, kind: FileKind, data: &[u8], offset: u64) -> Result<usize, DbError> {
+        if kind != FileKind::Shm {
+            self.check_health()?;
+        }
         let mut inner = self.lock();
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         match kind {
@@ -278,15 +362,20 @@ impl Db {
                     // Page 1 carries the page size and journal mode.
                     let h = DbHeader::parse(data).map_err(|_| DbError::NotSqlite)?;
                     inner.mode = h.journal_mode();
-                    if inner.state.page_size == 0 {
-                        inner.state.page_size = h.page_size;
+                    if inner.page_size == 0 {
+                        inner.page_size = h.page_size;
                     }
-                } else if inner.state.page_size == 0 {
+                } else if inner.page_size == 0 {
                     return Err(DbError::NotSqlite);
                 }
-                let ps = inner.state.page_size;
+                let ps = inner.page_size;
                 if !offset.is_multiple_of(u64::from(ps)) || data.len() != ps as usize {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
+                }
+                if inner.log_dirty {
+                    // A checkpoint: WAL copies of transactions may be overwritten soon.
+                    self.barrier(true)?;
+                    inner.log_dirty = false;
                 }
                 f.write_all_at(data, offset)?;
                 if inner.mode == JournalMode::Rollback {
@@ -300,14 +389,19 @@ impl Db {
                 }
             }
             FileKind::Wal => {
+                if offset == 0 && inner.log_dirty {
+                    // A new WAL header: SQLite restarts the WAL from the top.
+                    self.barrier(true)?;
+                    inner.log_dirty = false;
+                }
                 f.write_all_at(data, offset)?;
-                if inner.state.page_size == 0
+                if inner.page_size == 0
                     && let Some(db) = self.file(FileKind::Database)
                     && let Some(h) = read_header(&db)?
                 {
-                    inner.state.page_size = h.page_size;
+                    inner.page_size = h.page_size;
                 }
-                let ps = inner.state.page_size;
+                let ps = inner.page_size;
                 if inner.wal.on_write(offset, data, ps) == WalWrite::MaybeCommit {
                     self.commit_wal(&mut inner, &f)?;
                 }
@@ -321,6 +415,10 @@ impl Db {
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<(), DbError> {
         let mut inner = self.lock();
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
+        if kind == FileKind::Wal && inner.log_dirty {
+            self.barrier(true)?;
+            inner.log_dirty = false;
+        }
         f.set_len(size)?;
         match kind {
             FileKind::Journal
@@ -334,35 +432,19 @@ impl Db {
         Ok(())
     }
 
-    /// fsyncs the backing file, and with it every LTX file not yet durable.
+    /// fsyncs the backing file. LTX files need no sync here: see the module docs.
     pub fn fsync(&self, kind: FileKind) -> Result<(), DbError> {
-        let mut inner = self.lock();
         if let Some(f) = self.file(kind) {
             f.sync_data()?;
         }
-        self.sync_ltx(&mut inner)
+        Ok(())
     }
 
-    /// Makes every LTX file written so far durable.
+    /// Makes every LTX file written so far durable (shutdown).
     pub fn sync_pending(&self) -> Result<(), DbError> {
         let mut inner = self.lock();
-        self.sync_ltx(&mut inner)
-    }
-
-    fn sync_ltx(&self, inner: &mut Inner) -> Result<(), DbError> {
-        if inner.unsynced.is_empty() {
-            return Ok(());
-        }
-        for path in &inner.unsynced {
-            // A file removed by retention since needs no sync.
-            match File::open(path) {
-                Ok(f) => f.sync_data()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        self.ltx.sync_dir()?;
-        inner.unsynced.clear();
+        self.barrier(true)?;
+        inner.log_dirty = false;
         Ok(())
     }
 
@@ -372,10 +454,15 @@ impl Db {
         if self.file(kind).is_none() {
             return Err(DbError::NotFound(kind.backing_name()));
         }
-        if kind == FileKind::Journal {
+        match kind {
             // DELETE mode: the unlink is the commit. Write the LTX first, so a crash after
             // the unlink never leaves a committed transaction without one.
-            self.commit_rollback(&mut inner)?;
+            FileKind::Journal => self.commit_rollback(&mut inner)?,
+            FileKind::Wal if inner.log_dirty => {
+                self.barrier(true)?;
+                inner.log_dirty = false;
+            }
+            _ => {}
         }
         fs::remove_file(self.dir.join(kind.backing_name()))?;
         self.set_file(kind, None);
@@ -389,20 +476,24 @@ impl Db {
     /// database, journal, WAL and shm files. The LTX directory and the position remain, so a
     /// database re-created under the same name continues from the next TXID.
     pub fn delete(&self) -> Result<(), DbError> {
+        self.check_health()?;
         let mut inner = self.lock();
         if self.file(FileKind::Database).is_none() {
             return Err(DbError::NotFound("database"));
         }
-        let page_size = if inner.state.page_size == 0 { 4096 } else { inner.state.page_size };
-        self.write_ltx(&mut inner, page_size, 0, &[], None, true)?;
+        let page_size = inner.page_size;
+        let timestamp_ms = now_ms();
+        self.call(|reply| DbMsg::Delete { page_size, timestamp_ms, reply })?;
         for kind in FileKind::ALL {
             let _ = fs::remove_file(self.dir.join(kind.backing_name()));
             self.set_file(kind, None);
         }
-        inner.state.page_size = 0;
+        inner.page_size = 0;
+        inner.page_count = 0;
         inner.wal.reset();
         inner.rollback.take_dirty();
         inner.deleted = true;
+        inner.log_dirty = false;
         Ok(())
     }
 
@@ -413,20 +504,29 @@ impl Db {
         Ok(())
     }
 
+    /// Stops the actor after it wrote and synced everything queued.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.sync_pending() {
+            tracing::warn!(db = %self.name, error = %e, "final LTX sync failed");
+        }
+        if let Some(a) = self.actor.get() {
+            a.stop(None);
+        }
+    }
+
     // ===== Commit path ===== //
 
-    /// A rollback-journal transaction ended: build its LTX from the dirty pages.
+    /// A rollback-journal transaction ended: build its LTX from the dirty pages and wait
+    /// until it is durable.
     fn commit_rollback(&self, inner: &mut Inner) -> Result<(), DbError> {
         let dirty = inner.rollback.take_dirty();
         let Some(db) = self.file(FileKind::Database) else { return Ok(()) };
-        if inner.state.page_size == 0 {
+        if inner.page_size == 0 {
             return Ok(()); // nothing was ever written
         }
-        let ps = inner.state.page_size;
+        let ps = inner.page_size;
         let commit = db_page_count(&db, ps)?;
-        let mut pages = Vec::new();
-        let mut buf = vec![0u8; ps as usize];
-        let old = inner.state.checksums.page_count();
+        let old = inner.page_count;
         let candidates = dirty.iter().copied().filter(|p| p.0 <= commit).chain(
             // Pages the database grew by but SQLite never wrote read as what is on disk.
             (old + 1..=commit).map(PageNo).filter(|p| dirty.binary_search(p).is_err()),
@@ -434,19 +534,34 @@ impl Db {
         let mut list: Vec<PageNo> = candidates.collect();
         list.sort_unstable();
         let lock = PageNo::lock_page(ps);
+        let mut pages = Vec::with_capacity(list.len());
         for pgno in list {
             if pgno == lock {
                 continue;
             }
+            let mut buf = vec![0u8; ps as usize];
             read_page(&*db, pgno, &mut buf)?;
-            pages.push((pgno, buf.clone()));
+            pages.push((pgno, buf));
         }
-        self.commit_pages(inner, ps, commit, pages, None, true)
+        let c = Commit {
+            page_size: ps,
+            commit,
+            pages,
+            wal: None,
+            durable: true,
+            timestamp_ms: now_ms(),
+        };
+        self.enqueue(c)?;
+        self.barrier(true)?;
+        inner.page_count = commit;
+        inner.log_dirty = false;
+        Ok(())
     }
 
-    /// Scans the WAL after a write that may have completed a transaction.
+    /// Scans the WAL after a write that may have completed a transaction, and casts each
+    /// committed transaction to the actor.
     fn commit_wal(&self, inner: &mut Inner, wal: &File) -> Result<(), DbError> {
-        let ps = match inner.state.page_size {
+        let ps = match inner.page_size {
             0 => match self.file(FileKind::Database) {
                 Some(db) => match read_header(&db)? {
                     Some(h) => h.page_size,
@@ -456,7 +571,7 @@ impl Db {
             },
             ps => ps,
         };
-        inner.state.page_size = ps;
+        inner.page_size = ps;
         let txns = inner.wal.scan(wal, ps)?;
         for txn in txns {
             let mut pages = Vec::with_capacity(txn.pages.len());
@@ -471,7 +586,7 @@ impl Db {
                 }
                 pages.push((pgno, buf));
             }
-            let old = inner.state.checksums.page_count();
+            let old = inner.page_count;
             if txn.commit > old {
                 // Growth SQLite did not write (free pages): what a reader would see.
                 let db = self.file(FileKind::Database);
@@ -490,122 +605,29 @@ impl Db {
                 }
                 pages.sort_by_key(|(p, _)| *p);
             }
-            let wal_fields = Some((txn.offset, txn.size, txn.salt1, txn.salt2));
-            self.commit_pages(inner, ps, txn.commit, pages, wal_fields, false)?;
+            let wal = Some(WalRange {
+                offset: txn.offset,
+                size: txn.size,
+                salt1: txn.salt1,
+                salt2: txn.salt2,
+            });
+            let c = Commit {
+                page_size: ps,
+                commit: txn.commit,
+                pages,
+                wal,
+                durable: false,
+                timestamp_ms: now_ms(),
+            };
+            self.enqueue(c)?;
+            inner.page_count = txn.commit;
+            inner.log_dirty = true;
+        }
+        if self.shared.queued() > MAX_INFLIGHT {
+            // Backpressure: the actor is behind; let it catch up before SQLite goes on.
+            self.barrier(false)?;
         }
         Ok(())
-    }
-
-    /// Writes the LTX for a transaction that left the database with `commit` pages and the
-    /// given page contents, and advances the position. Pages whose content did not change
-    /// are left out; a transaction that changed nothing writes no file.
-    fn commit_pages(
-        &self,
-        inner: &mut Inner,
-        page_size: u32,
-        commit: u32,
-        pages: Vec<(PageNo, Vec<u8>)>,
-        wal: Option<(u64, u64, u32, u32)>,
-        sync: bool,
-    ) -> Result<(), DbError> {
-        let old = inner.state.checksums.page_count();
-        let snapshot = inner.state.pos.txid == Txid::ZERO || inner.deleted;
-        let changed: Vec<(PageNo, Vec<u8>, Checksum)> = pages
-            .into_iter()
-            .map(|(p, d)| {
-                let c = page_checksum(p, &d);
-                (p, d, c)
-            })
-            .filter(|(p, _, c)| snapshot || p.0 > old || inner.state.checksums.page(*p) != Some(*c))
-            .collect();
-        if !snapshot && changed.is_empty() && commit == old {
-            return Ok(());
-        }
-        let page_refs: Vec<(PageNo, &[u8], Checksum)> =
-            changed.iter().map(|(p, d, c)| (*p, d.as_slice(), *c)).collect();
-        self.write_ltx(inner, page_size, commit, &page_refs, wal, sync)
-    }
-
-    /// Writes one LTX file moving the database from its position to `commit` pages with
-    /// `pages` changed, then publishes the new position.
-    fn write_ltx(
-        &self,
-        inner: &mut Inner,
-        page_size: u32,
-        commit: u32,
-        pages: &[(PageNo, &[u8], Checksum)],
-        wal: Option<(u64, u64, u32, u32)>,
-        sync: bool,
-    ) -> Result<(), DbError> {
-        let txid = inner.state.pos.txid.next().ok_or(DbError::Recovery {
-            name: self.name.clone(),
-            reason: "TXID space exhausted".into(),
-        })?;
-        // TXID 1 is a snapshot by definition; so is the first file after a deletion, which
-        // must carry every page. A snapshot has no pre-apply checksum.
-        let snapshot = txid == Txid(1);
-        let mut next = if snapshot || inner.deleted {
-            crate::core::ltx::PageChecksums::new()
-        } else {
-            inner.state.checksums.clone()
-        };
-        for (p, _, c) in pages {
-            next.set(*p, *c);
-        }
-        next.truncate(commit);
-        let post = next.checksum();
-        let (wal_offset, wal_size, salt1, salt2) = wal.unwrap_or_default();
-        let ts = now_ms();
-        let header = Header {
-            flags: if self.opts.compress { FLAG_COMPRESS_LZ4 } else { 0 },
-            page_size,
-            commit,
-            min_txid: txid,
-            max_txid: txid,
-            timestamp: ts,
-            pre_apply_checksum: if snapshot { Checksum(0) } else { inner.state.pos.checksum },
-            wal_offset: wal_offset as i64,
-            wal_size: wal_size as i64,
-            wal_salt1: salt1,
-            wal_salt2: salt2,
-            node_id: self.opts.node_id,
-        };
-        if snapshot && commit > 0 {
-            // A snapshot must hold every page: fill any the transaction did not touch.
-            let missing: Vec<PageNo> = next.missing(page_size).collect();
-            if !missing.is_empty() {
-                return Err(DbError::Recovery {
-                    name: self.name.clone(),
-                    reason: format!("snapshot at TXID 1 lacks {} pages", missing.len()),
-                });
-            }
-        }
-        let path = self.ltx.write_atomic(txid, txid, sync, |w| {
-            let mut lw = LtxWriter::new(w, header).map_err(ltx_io)?;
-            for (p, d, _) in pages {
-                lw.write_page(*p, d).map_err(ltx_io)?;
-            }
-            lw.finish(post).map_err(ltx_io)?;
-            Ok(())
-        })?;
-        if !sync {
-            inner.unsynced.push(path);
-        }
-        inner.state.checksums = next;
-        inner.state.pos = Pos { txid, checksum: post };
-        inner.state.page_size = page_size;
-        inner.last_ltx_ms = ts;
-        inner.deleted = false;
-        self.pos_tx.send_replace(inner.state.pos);
-        tracing::debug!(db = %self.name, pos = %inner.state.pos, pages = pages.len(), commit, "committed");
-        Ok(())
-    }
-}
-
-fn ltx_io(e: LtxError) -> io::Error {
-    match e {
-        LtxError::Io(e) => e,
-        e => io::Error::other(e.to_string()),
     }
 }
 

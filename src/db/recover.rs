@@ -20,14 +20,16 @@
 use std::fs::{self, File};
 use std::io;
 
-use super::{Db, DbError, FileKind, Inner, read_header, read_page};
+use super::{
+    Commit, Db, DbError, FileKind, Inner, LtxLog, WalRange, now_ms, read_header, read_page,
+};
 use crate::core::commit::WalTracker;
 use crate::core::ltx::{self, DbState, PageChecksums, page_checksum};
 use crate::core::sqlite::{JournalMode, journal_records};
 use crate::core::types::{Checksum, PageNo, Pos};
 use crate::storage::FileStore;
 
-pub(super) fn recover(db: &Db) -> Result<(), DbError> {
+pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
     let fail = |reason: String| DbError::Recovery { name: db.name.clone(), reason };
     let removed = db.ltx.remove_temp_files()?;
     if removed > 0 {
@@ -63,12 +65,10 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
                     db.name
                 )));
             }
-            inner.state.pos =
-                Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
-            inner.deleted = true;
-            inner.last_ltx_ms = s.header.timestamp;
+            let pos = Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
+            let state = DbState { pos, page_size: 0, checksums: PageChecksums::new() };
+            log.set_recovered(state, true, s.header.timestamp);
         }
-        db.pos_tx.send_replace(inner.state.pos);
         return Ok(());
     };
     let Some(header) = read_header(&dbf)? else {
@@ -78,7 +78,7 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
         return Err(fail("database file has no valid SQLite header".into()));
     };
     let ps = header.page_size;
-    inner.state.page_size = ps;
+    inner.page_size = ps;
     inner.mode = header.journal_mode();
 
     // 2. Hot journal.
@@ -124,8 +124,17 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
             (h.wal_offset > 0 && (h.wal_salt1, h.wal_salt2) == (hdr.salt1, hdr.salt2))
                 .then_some((h.wal_offset + h.wal_size) as u64)
         });
+        // Salts differ from the newest LTX file's (or it is a rollback-journal file): the
+        // WAL is either an old one whose transactions are all recorded, or one restarted
+        // after the newest LTX file, whose transactions all are late. The database file
+        // alone matching the newest LTX file tells the second case.
+        let all_late = recorded_end.is_none()
+            && !txns.is_empty()
+            && last
+                .as_ref()
+                .is_some_and(|(_, s)| checksums.checksum() == s.trailer.post_apply_checksum);
         for txn in txns {
-            let recorded = recorded_end.is_none_or(|end| txn.offset < end);
+            let recorded = !all_late && recorded_end.is_none_or(|end| txn.offset < end);
             if recorded {
                 apply_wal_txn(&mut checksums, &w, &txn, ps)?;
             } else {
@@ -136,12 +145,15 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
     let actual = checksums.checksum();
     match &last {
         None => {
-            inner.state =
-                DbState { pos: Pos::EMPTY, page_size: ps, checksums: PageChecksums::new() };
+            log.set_recovered(
+                DbState { pos: Pos::EMPTY, page_size: ps, checksums: PageChecksums::new() },
+                false,
+                0,
+            );
             inner.wal = wal;
             drop(inner);
             tracing::info!(db = %db.name, "database has no LTX files: writing a snapshot at TXID 1");
-            let mut inner = db.lock();
+            let inner = db.lock();
             let commit = checksums.page_count();
             let mut pages = Vec::new();
             for p in 1..=commit {
@@ -153,7 +165,15 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
                 read_logical_page(db, &inner, pgno, &mut buf)?;
                 pages.push((pgno, buf));
             }
-            db.commit_pages(&mut inner, ps, commit, pages, None, true)?;
+            let c = Commit {
+                page_size: ps,
+                commit,
+                pages,
+                wal: None,
+                durable: true,
+                timestamp_ms: now_ms(),
+            };
+            log.commit(&c)?;
             return Ok(());
         }
         Some((path, s)) => {
@@ -191,12 +211,14 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
                     )));
                 }
             }
-            inner.state = DbState { pos: want, page_size: ps, checksums };
-            inner.last_ltx_ms = s.header.timestamp;
+            log.set_recovered(
+                DbState { pos: want, page_size: ps, checksums },
+                false,
+                s.header.timestamp,
+            );
             inner.wal = wal;
         }
     }
-    db.pos_tx.send_replace(inner.state.pos);
     // Late WAL transactions: record them now, in order.
     if !late_txns.is_empty() {
         tracing::warn!(db = %db.name, count = late_txns.len(),
@@ -212,8 +234,21 @@ pub(super) fn recover(db: &Db) -> Result<(), DbError> {
                 crate::core::commit::ReadAt::pread_exact(&*w, &mut buf, off)?;
                 pages.push((pgno, buf));
             }
-            let wal_fields = Some((txn.offset, txn.size, txn.salt1, txn.salt2));
-            db.commit_pages(&mut inner, ps, txn.commit, pages, wal_fields, true)?;
+            let wal = Some(WalRange {
+                offset: txn.offset,
+                size: txn.size,
+                salt1: txn.salt1,
+                salt2: txn.salt2,
+            });
+            let c = Commit {
+                page_size: ps,
+                commit: txn.commit,
+                pages,
+                wal,
+                durable: true,
+                timestamp_ms: now_ms(),
+            };
+            log.commit(&c)?;
         }
     }
     if inner.mode == JournalMode::Wal {

@@ -12,6 +12,7 @@ pub fn errno(e: &DbError) -> Errno {
         DbError::NotFound(_) => Errno::ENOENT,
         DbError::UnalignedWrite { .. } | DbError::NotSqlite => Errno::EINVAL,
         DbError::ReadOnly => Errno::EROFS,
-        DbError::Ltx(_) | DbError::Recovery { .. } => Errno::EIO,
+        DbError::Log(f) => f.os.map(Errno::from_i32).unwrap_or(Errno::EIO),
+        DbError::Ltx(_) | DbError::Recovery { .. } | DbError::ActorGone => Errno::EIO,
     }
 }

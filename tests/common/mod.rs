@@ -19,6 +19,7 @@ pub struct Node {
     pub mnt: PathBuf,
     pub store: Arc<Store>,
     pub mounted: Option<Mounted>,
+    pub rt: Option<tokio::runtime::Runtime>,
 }
 
 pub fn tmp(name: &str) -> PathBuf {
@@ -32,15 +33,19 @@ impl Node {
     pub fn start(root: &Path) -> Node {
         let data = root.join("data");
         let mnt = root.join("mnt");
-        let store =
-            Arc::new(Store::open(&data, DbOptions { compress: true, node_id: NodeId(7) }).unwrap());
+        let rt = litefleet::rt::runtime().unwrap();
+        let opts = DbOptions { compress: true, node_id: NodeId(7) };
+        let store = Arc::new(Store::open(&data, opts, rt.handle().clone()).unwrap());
         let mounted = Mounted::mount(store.clone(), &mnt, false, 2).unwrap();
-        Node { root: root.to_owned(), data, mnt, store, mounted: Some(mounted) }
+        Node { root: root.to_owned(), data, mnt, store, mounted: Some(mounted), rt: Some(rt) }
     }
 
     pub fn stop(mut self) {
         if let Some(m) = self.mounted.take() {
             m.unmount().unwrap();
+        }
+        for db in self.store.list() {
+            db.shutdown();
         }
     }
 
