@@ -6,10 +6,15 @@
 //! before any checkpoint or WAL restart), and rollback-journal commits, deletions and
 //! barriers as calls it waits for.
 //!
-//! Failure: a commit whose LTX write fails (disk full, I/O error) stays queued and is retried
-//! on every later message and on a timer; meanwhile [`Health`] carries the error, and the
-//! FUSE side refuses new writes to the database with it, so nothing is lost and SQLite sees
-//! the failure on its next write instead of a silent gap in the LTX chain.
+//! Each commit is staged at once (TXID assigned, position advanced, subscribers notified)
+//! and staged commits are written as one LTX file after [`FLUSH_DELAY`], when a barrier
+//! asks, or when enough piled up (see [`LtxLog::stage`]).
+//!
+//! Failure: when an LTX write fails (disk full, I/O error) the transactions stay staged and
+//! the write is retried on a timer; meanwhile [`Shared`] carries the error, and the FUSE
+//! side refuses new writes to the database with it (a full disk reaches SQLite as
+//! `SQLITE_FULL`), so nothing is lost and SQLite sees the failure on its next write instead
+//! of a silent gap in the LTX chain.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -21,9 +26,14 @@ use super::DbError;
 use super::log::{Commit, LtxLog};
 use crate::core::types::Pos;
 
-/// How long a non-durable LTX file may wait for its fdatasync when the database goes idle.
-const IDLE_SYNC: Duration = Duration::from_millis(200);
-/// How often a failed commit is retried while no message arrives.
+/// How long staged transactions wait for more before their file is written.
+const FLUSH_DELAY: Duration = Duration::from_millis(5);
+/// Staged transactions or page bytes that force a write at once.
+const MAX_STAGED_TXNS: usize = 1000;
+const MAX_STAGED_BYTES: usize = 16 << 20;
+/// How long a written LTX file may wait for its fdatasync.
+const IDLE_SYNC: Duration = Duration::from_millis(1000);
+/// How often a failed write is retried.
 const RETRY_EVERY: Duration = Duration::from_millis(500);
 
 /// Result sent back to callers.
@@ -61,8 +71,10 @@ pub enum DbMsg {
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
     /// Everything queued before is written; with `durable`, also fdatasynced.
     Barrier { durable: bool, reply: Reply<()> },
-    /// Timer: sync idle files, retry failed commits.
-    Tick,
+    /// Timer: write the staged file.
+    Flush,
+    /// Timer: fdatasync written files.
+    Sync,
 }
 
 /// Shared between the actor and the FUSE side: the commit queue, and the last LTX write
@@ -107,9 +119,8 @@ pub struct DbActor;
 pub struct DbActorState {
     log: LtxLog,
     shared: Arc<Shared>,
-    /// Commits taken from the queue but not yet written (only non-empty after a failure).
-    retry: Vec<Commit>,
-    tick_armed: bool,
+    flush_armed: bool,
+    sync_armed: bool,
 }
 
 pub struct DbActorArgs {
@@ -130,8 +141,8 @@ impl Actor for DbActor {
         Ok(DbActorState {
             log: args.log,
             shared: args.shared,
-            retry: Vec::new(),
-            tick_armed: false,
+            flush_armed: false,
+            sync_armed: false,
         })
     }
 
@@ -143,10 +154,14 @@ impl Actor for DbActor {
     ) -> Result<(), ActorProcessingErr> {
         // File I/O blocks: tell the runtime so other actors keep running meanwhile.
         tokio::task::block_in_place(|| st.process(msg));
-        if !st.tick_armed && (st.log.has_unsynced() || !st.retry.is_empty()) {
-            st.tick_armed = true;
-            let delay = if st.retry.is_empty() { IDLE_SYNC } else { RETRY_EVERY };
-            myself.send_after(delay, || DbMsg::Tick);
+        if !st.flush_armed && st.log.staged().0 > 0 {
+            st.flush_armed = true;
+            let delay = if st.shared.error().is_some() { RETRY_EVERY } else { FLUSH_DELAY };
+            myself.send_after(delay, || DbMsg::Flush);
+        }
+        if !st.sync_armed && st.log.has_unsynced() {
+            st.sync_armed = true;
+            myself.send_after(IDLE_SYNC, || DbMsg::Sync);
         }
         Ok(())
     }
@@ -158,8 +173,9 @@ impl Actor for DbActor {
     ) -> Result<(), ActorProcessingErr> {
         tokio::task::block_in_place(|| {
             // A failure was logged; startup recovery rebuilds what is missing from the WAL.
-            let _ = st.drain();
-            if let Err(e) = st.log.sync() {
+            if st.drain().and_then(|()| st.flush()).is_ok()
+                && let Err(e) = st.log.sync()
+            {
                 tracing::warn!(error = %e, "final LTX sync failed");
             }
         });
@@ -171,60 +187,77 @@ impl DbActorState {
     fn process(&mut self, msg: DbMsg) {
         match msg {
             DbMsg::Wake => {
-                // Failures are kept for retry and reported through `Shared::error`.
+                // Failures are reported through `Shared::error` and retried on a timer.
                 let _ = self.drain();
+                let (txns, bytes) = self.log.staged();
+                if txns >= MAX_STAGED_TXNS || bytes >= MAX_STAGED_BYTES {
+                    let _ = self.flush();
+                }
             }
             DbMsg::Delete { page_size, timestamp_ms, reply } => {
-                let r = match self.drain() {
-                    Ok(()) => self.log.delete(page_size, timestamp_ms).map_err(LogFailure::from),
-                    Err(e) => Err(e),
-                };
+                let r = self.drain().and_then(|()| self.flush()).and_then(|()| {
+                    self.log.delete(page_size, timestamp_ms).map_err(LogFailure::from)
+                });
                 let _ = reply.send(r);
             }
             DbMsg::Barrier { durable, reply } => {
-                let mut r = self.drain();
+                let mut r = self.drain().and_then(|()| self.flush());
                 if r.is_ok() && durable {
                     r = self.log.sync().map_err(LogFailure::from);
                 }
                 let _ = reply.send(r);
             }
-            DbMsg::Tick => {
-                self.tick_armed = false;
-                if self.drain().is_ok()
-                    && let Err(e) = self.log.sync()
-                {
+            DbMsg::Flush => {
+                self.flush_armed = false;
+                let _ = self.drain().and_then(|()| self.flush());
+            }
+            DbMsg::Sync => {
+                self.sync_armed = false;
+                if let Err(e) = self.log.sync() {
                     tracing::warn!(error = %e, "LTX sync failed; retrying");
                 }
             }
         }
     }
 
-    /// Writes every queued commit, in order, as few files as possible.
+    /// Stages every queued commit, in order.
     fn drain(&mut self) -> Result<(), LogFailure> {
-        self.retry.extend(self.shared.take());
-        if self.retry.is_empty() {
-            return Ok(());
+        for c in self.shared.take() {
+            // Staging touches no disk; its only failure is a corrupt transaction (a
+            // snapshot missing pages), which no retry can fix: report and drop it.
+            if let Err(e) = self.log.stage(c) {
+                let f = LogFailure::from(e);
+                tracing::error!(error = %f, "transaction dropped");
+                self.fail(f.clone());
+                return Err(f);
+            }
         }
-        match self.log.commit_batch(&self.retry) {
+        Ok(())
+    }
+
+    /// Writes the staged file; on failure it stays staged and writes are refused.
+    fn flush(&mut self) -> Result<(), LogFailure> {
+        match self.log.flush() {
             Ok(()) => {
-                self.retry.clear();
                 if self.shared.error().is_some() {
                     tracing::info!("LTX writes succeed again");
                     self.shared.set(None);
                 }
                 Ok(())
             }
-            Err((done, e)) => {
-                // Groups before the failure are recorded; keep only the rest.
-                self.retry.drain(..done);
+            Err(e) => {
                 let f = LogFailure::from(e);
-                if self.shared.error().is_none() {
-                    tracing::error!(error = %f,
-                        "LTX write failed; writes to this database are refused until it succeeds");
-                }
-                self.shared.set(Some(f.clone()));
+                self.fail(f.clone());
                 Err(f)
             }
         }
+    }
+
+    fn fail(&self, f: LogFailure) {
+        if self.shared.error().is_none() {
+            tracing::error!(error = %f,
+                "LTX write failed; writes to this database are refused until it succeeds");
+        }
+        self.shared.set(Some(f));
     }
 }

@@ -75,6 +75,8 @@ pub struct LtxLog {
     /// True after a deletion: the next file is a snapshot.
     pub(super) deleted: bool,
     unsynced: Vec<PathBuf>,
+    /// Transactions staged for the next file.
+    staged: Option<Staged>,
     pos_tx: watch::Sender<Pos>,
     events: broadcast::Sender<Arc<Committed>>,
     last_ltx_ms: Arc<AtomicI64>,
@@ -91,6 +93,7 @@ impl LtxLog {
             state: DbState::default(),
             deleted: false,
             unsynced: Vec::new(),
+            staged: None,
             pos_tx,
             events,
             last_ltx_ms: Arc::new(AtomicI64::new(0)),
@@ -121,139 +124,160 @@ impl LtxLog {
         self.pos_tx.send_replace(self.state.pos);
     }
 
-    /// Records one transaction in a file of its own, durable if `c.durable`. Returns the
-    /// new position, or `None` if the transaction changed nothing (no file is written then).
-    pub fn commit(&mut self, c: &Commit) -> Result<Option<Pos>, DbError> {
+    /// Records one transaction and writes its file at once, durable if `c.durable`
+    /// (startup recovery). Returns the new position, or `None` if the transaction changed
+    /// nothing (no file is written then).
+    pub fn commit(&mut self, c: Commit) -> Result<Option<Pos>, DbError> {
         let before = self.state.pos;
-        self.commit_group(std::slice::from_ref(c))?;
-        if c.durable {
+        let durable = c.durable;
+        self.stage(c)?;
+        self.flush()?;
+        if durable {
             self.sync()?;
         }
         Ok((self.state.pos != before).then_some(self.state.pos))
     }
 
-    /// Records consecutive transactions, as few files as possible: one LTX file covering
-    /// the TXID range of each run of transactions (LiteFS reads such compacted files as
-    /// written). Group commit: under load the actor finds many transactions queued and
-    /// pays one file creation for all of them. Subscribers still get one [`Committed`] per
-    /// transaction.
+    /// Takes one committed transaction: assigns its TXID, advances the position, publishes
+    /// it to subscribers (with its own LTX bytes), and adds its pages to the staged file.
+    /// Nothing touches the disk: [`LtxLog::flush`] writes the staged file.
     ///
-    /// Runs are split where a snapshot starts (the first file, or the first after a
-    /// deletion, holds only its own transaction) and where the WAL salts change (a file
-    /// describes one WAL generation).
-    ///
-    /// On failure returns how many commits of `batch` were recorded before it.
-    pub fn commit_batch(&mut self, batch: &[Commit]) -> Result<(), (usize, DbError)> {
-        let mut rest = batch;
-        while !rest.is_empty() {
-            let snapshot = self.state.pos.txid == Txid::ZERO || self.deleted;
-            let salts = |c: &Commit| c.wal.map(|w| (w.salt1, w.salt2));
-            let n = if snapshot {
-                1
-            } else {
-                1 + rest[1..].iter().take_while(|c| salts(c) == salts(&rest[0])).count()
-            };
-            self.commit_group(&rest[..n]).map_err(|e| (batch.len() - rest.len(), e))?;
-            rest = &rest[n..];
-        }
-        Ok(())
-    }
-
-    /// Writes one file for `group` (see [`LtxLog::commit_batch`]).
-    fn commit_group(&mut self, group: &[Commit]) -> Result<(), DbError> {
+    /// Group commit: consecutive transactions share one LTX file covering their TXID range
+    /// (a compacted file, which LiteFS reads as written), so a burst of commits costs one
+    /// file creation instead of one each. A staged transaction that has no file yet is
+    /// still in the WAL, which the shell keeps until a barrier flushed it.
+    pub fn stage(&mut self, c: Commit) -> Result<(), DbError> {
+        let old = self.state.checksums.page_count();
         let snapshot = self.state.pos.txid == Txid::ZERO || self.deleted;
-        let mut sums = if snapshot { PageChecksums::new() } else { self.state.checksums.clone() };
-        let mut pos = self.state.pos;
-        // Final content of every page the group changed, dropped again above a shrink.
-        let mut union: BTreeMap<PageNo, (&[u8], Checksum)> = BTreeMap::new();
-        let mut txns: Vec<Txn<'_>> = Vec::with_capacity(group.len());
-        for c in group {
-            let old = sums.page_count();
-            let first_snapshot = snapshot && txns.is_empty();
-            let changed: Vec<(PageNo, &[u8], Checksum)> = c
-                .pages
-                .iter()
-                .map(|(p, d)| (*p, d.as_slice(), page_checksum(*p, d)))
-                .filter(|(p, _, sum)| first_snapshot || p.0 > old || sums.page(*p) != Some(*sum))
-                .collect();
-            if !first_snapshot && changed.is_empty() && c.commit == old {
-                continue; // changed nothing: no TXID
+        let mut changed: Vec<(PageNo, Vec<u8>, Checksum)> = Vec::with_capacity(c.pages.len());
+        for (p, d) in c.pages {
+            let sum = page_checksum(p, &d);
+            if snapshot || p.0 > old || self.state.checksums.page(p) != Some(sum) {
+                changed.push((p, d, sum));
             }
-            let txid = pos.txid.next().ok_or(DbError::Recovery {
-                name: self.name.clone(),
-                reason: "TXID space exhausted".into(),
-            })?;
-            for (p, d, sum) in &changed {
+        }
+        if !snapshot && changed.is_empty() && c.commit == old {
+            return Ok(()); // changed nothing: no TXID
+        }
+        let salts = |w: Option<WalRange>| w.map(|w| (w.salt1, w.salt2));
+        if self.staged.as_ref().is_some_and(|st| salts(st.wal) != salts(c.wal)) {
+            // One file describes one WAL generation.
+            self.flush()?;
+        }
+        let txid = self.state.pos.txid.next().ok_or(DbError::Recovery {
+            name: self.name.clone(),
+            reason: "TXID space exhausted".into(),
+        })?;
+        if snapshot {
+            let mut sums = PageChecksums::new();
+            for (p, _, sum) in &changed {
                 sums.set(*p, *sum);
-                union.insert(*p, (d, *sum));
             }
             sums.truncate(c.commit);
-            let _ = union.split_off(&PageNo(c.commit.saturating_add(1)));
-            if first_snapshot && c.commit > 0 {
-                let missing = sums.missing(c.page_size).count();
-                if missing > 0 {
-                    return Err(DbError::Recovery {
-                        name: self.name.clone(),
-                        reason: format!("snapshot at TXID {txid} lacks {missing} pages"),
-                    });
-                }
+            let missing = if c.commit > 0 { sums.missing(c.page_size).count() } else { 0 };
+            if missing > 0 {
+                return Err(DbError::Recovery {
+                    name: self.name.clone(),
+                    reason: format!("snapshot at TXID {txid} lacks {missing} pages"),
+                });
             }
-            let post = Pos { txid, checksum: sums.checksum() };
-            txns.push(Txn { pre: pos, post, commit: c, changed });
-            pos = post;
+            self.state.checksums = sums;
+        } else {
+            // In place: a clone would cost O(database) per commit.
+            for (p, _, sum) in &changed {
+                self.state.checksums.set(*p, *sum);
+            }
+            self.state.checksums.truncate(c.commit);
         }
-        let (Some(first), Some(last)) = (txns.first(), txns.last()) else { return Ok(()) };
-        let wal = match (first.commit.wal, last.commit.wal) {
+        let pre = self.state.pos;
+        let post = Pos { txid, checksum: self.state.checksums.checksum() };
+        self.state.pos = post;
+        self.state.page_size = c.page_size;
+        self.deleted = false;
+
+        if self.events.receiver_count() > 0 {
+            let pages: Vec<(PageNo, &[u8])> =
+                changed.iter().map(|(p, d, _)| (*p, d.as_slice())).collect();
+            let ltx =
+                self.encode(pre, post, c.page_size, c.commit, c.timestamp_ms, c.wal, &pages)?;
+            let _ = self.events.send(Arc::new(Committed { pre, pos: post, ltx: ltx.into() }));
+        }
+        let st = self.staged.get_or_insert_with(|| Staged {
+            pre,
+            post,
+            page_size: c.page_size,
+            commit: c.commit,
+            timestamp_ms: c.timestamp_ms,
+            wal: c.wal,
+            pages: BTreeMap::new(),
+            txns: 0,
+            bytes: 0,
+        });
+        for (p, d, _) in changed {
+            st.bytes += d.len();
+            st.pages.insert(p, d);
+        }
+        let _ = st.pages.split_off(&PageNo(c.commit.saturating_add(1)));
+        st.post = post;
+        st.page_size = c.page_size;
+        st.commit = c.commit;
+        st.timestamp_ms = c.timestamp_ms;
+        st.wal = match (st.wal, c.wal) {
             (Some(a), Some(b)) => Some(WalRange {
                 offset: a.offset,
                 size: b.offset + b.size - a.offset,
                 salt1: b.salt1,
                 salt2: b.salt2,
             }),
-            _ => None,
+            (_, w) => w,
         };
-        let pages: Vec<(PageNo, &[u8])> = union.iter().map(|(p, (d, _))| (*p, *d)).collect();
-        let file = self.encode(first.pre, last.post, last.commit, wal, &pages)?;
-        self.dir.write_file(first.post.txid, last.post.txid, &file, false)?;
-        let path =
-            self.dir.path().join(crate::core::ltx::file_name(first.post.txid, last.post.txid));
-        self.unsynced.push(path);
-
-        // Published only now: a subscriber never sees a transaction without its file.
-        let single = txns.len() == 1;
-        let publish = self.events.receiver_count() > 0;
-        let mut file = Some(file);
-        for t in &txns {
-            if !publish {
-                break;
-            }
-            let ltx = if single {
-                file.take().unwrap_or_default()
-            } else {
-                let pages: Vec<(PageNo, &[u8])> =
-                    t.changed.iter().map(|(p, d, _)| (*p, *d)).collect();
-                self.encode(t.pre, t.post, t.commit, t.commit.wal, &pages)?
-            };
-            let _ =
-                self.events.send(Arc::new(Committed { pre: t.pre, pos: t.post, ltx: ltx.into() }));
-        }
-        self.state.checksums = sums;
-        self.state.pos = last.post;
-        self.state.page_size = last.commit.page_size;
-        self.deleted = false;
-        self.last_ltx_ms.store(last.commit.timestamp_ms, Ordering::Relaxed);
-        self.pos_tx.send_replace(self.state.pos);
-        tracing::debug!(db = %self.name, pos = %self.state.pos, txns = txns.len(),
-            pages = pages.len(), "committed");
+        st.txns += 1;
+        self.pos_tx.send_replace(post);
+        tracing::trace!(db = %self.name, pos = %post, "staged");
         Ok(())
     }
 
+    /// Transactions and page bytes staged but not written.
+    pub fn staged(&self) -> (usize, usize) {
+        self.staged.as_ref().map(|s| (s.txns, s.bytes)).unwrap_or_default()
+    }
+
+    /// Writes the staged file (page cache only: see [`LtxLog::sync`]). On failure the
+    /// staged transactions stay staged, to be retried.
+    pub fn flush(&mut self) -> Result<(), DbError> {
+        let Some(st) = self.staged.take() else { return Ok(()) };
+        let pages: Vec<(PageNo, &[u8])> =
+            st.pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
+        let written = self
+            .encode(st.pre, st.post, st.page_size, st.commit, st.timestamp_ms, st.wal, &pages)
+            .and_then(|file| {
+                let min = st.pre.txid.next().unwrap_or(st.post.txid);
+                Ok(self.dir.write_file(min, st.post.txid, &file, false)?)
+            });
+        match written {
+            Ok(path) => {
+                self.unsynced.push(path);
+                self.last_ltx_ms.store(st.timestamp_ms, Ordering::Relaxed);
+                tracing::debug!(db = %self.name, pos = %st.post, txns = st.txns,
+                    pages = st.pages.len(), "LTX file written");
+                Ok(())
+            }
+            Err(e) => {
+                self.staged = Some(st);
+                Err(e)
+            }
+        }
+    }
+
     /// Encodes one LTX file from `pre` to `post` ending with `last`'s commit.
+    #[allow(clippy::too_many_arguments)]
     fn encode(
         &self,
         pre: Pos,
         post: Pos,
-        last: &Commit,
+        page_size: u32,
+        commit: u32,
+        timestamp_ms: i64,
         wal: Option<WalRange>,
         pages: &[(PageNo, &[u8])],
     ) -> Result<Vec<u8>, DbError> {
@@ -261,11 +285,11 @@ impl LtxLog {
         let w = wal.unwrap_or_default();
         let header = Header {
             flags: if self.opts.compress { FLAG_COMPRESS_LZ4 } else { 0 },
-            page_size: last.page_size,
-            commit: last.commit,
+            page_size,
+            commit,
             min_txid: min,
             max_txid: post.txid,
-            timestamp: last.timestamp_ms,
+            timestamp: timestamp_ms,
             // Only TXID 1 has no pre-apply checksum.
             pre_apply_checksum: if min == Txid(1) { Checksum(0) } else { pre.checksum },
             wal_offset: w.offset as i64,
@@ -274,7 +298,7 @@ impl LtxLog {
             wal_salt2: w.salt2,
             node_id: self.opts.node_id,
         };
-        let mut buf = Vec::with_capacity(pages.len() * (last.page_size as usize + 4) + 256);
+        let mut buf = Vec::with_capacity(pages.len() * (page_size as usize + 4) + 256);
         let mut lw = LtxWriter::new(&mut buf, header).map_err(ltx_io)?;
         for (p, d) in pages {
             lw.write_page(*p, d).map_err(ltx_io)?;
@@ -290,17 +314,10 @@ impl LtxLog {
             name: self.name.clone(),
             reason: "TXID space exhausted".into(),
         })?;
+        self.flush()?;
         let pre = self.state.pos;
         let post = Pos { txid, checksum: PageChecksums::new().checksum() };
-        let c = Commit {
-            page_size,
-            commit: 0,
-            pages: Vec::new(),
-            wal: None,
-            durable: true,
-            timestamp_ms,
-        };
-        let file = self.encode(pre, post, &c, None, &[])?;
+        let file = self.encode(pre, post, page_size, 0, timestamp_ms, None, &[])?;
         self.dir.write_file(txid, txid, &file, true)?;
         self.sync()?;
         let _ = self.events.send(Arc::new(Committed { pre, pos: post, ltx: file.into() }));
@@ -313,9 +330,10 @@ impl LtxLog {
 
     /// fdatasyncs every LTX file written since the last sync.
     ///
-    /// Hazard: the directory itself is not fsynced. On ext4 (journaled), fsync of a new
-    /// file commits the journal transaction that holds its directory entry; other
-    /// filesystems may need a directory fsync, which [`LtxDir::sync_dir`] provides.
+    /// Hazard: the directory itself is not fsynced per file. On ext4, fsync of a new file
+    /// makes its directory entry durable too (with a journal, the commit holds it; without
+    /// one, ext4 syncs the parent of a new inode); other filesystems may need
+    /// [`LtxDir::sync_dir`].
     pub fn sync(&mut self) -> Result<(), DbError> {
         for path in &self.unsynced {
             match File::open(path) {
@@ -334,12 +352,19 @@ impl LtxLog {
     }
 }
 
-/// One transaction of a group, before its file is written.
-struct Txn<'a> {
+/// Transactions `pre.txid + 1 ..= post.txid`, waiting to be written as one file.
+struct Staged {
     pre: Pos,
     post: Pos,
-    commit: &'a Commit,
-    changed: Vec<(PageNo, &'a [u8], Checksum)>,
+    page_size: u32,
+    commit: u32,
+    timestamp_ms: i64,
+    /// Frames of all staged transactions (one WAL generation), if WAL commits.
+    wal: Option<WalRange>,
+    /// Final content of every page changed, none above `commit`.
+    pages: BTreeMap<PageNo, Vec<u8>>,
+    txns: usize,
+    bytes: usize,
 }
 
 fn ltx_io(e: LtxError) -> io::Error {

@@ -173,7 +173,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 durable: true,
                 timestamp_ms: now_ms(),
             };
-            log.commit(&c)?;
+            log.commit(c)?;
             return Ok(());
         }
         Some((path, s)) => {
@@ -248,7 +248,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 durable: true,
                 timestamp_ms: now_ms(),
             };
-            log.commit(&c)?;
+            log.commit(c)?;
         }
     }
     if inner.mode == JournalMode::Wal {
