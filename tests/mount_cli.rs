@@ -97,3 +97,57 @@ fn a_stale_mount_is_cleared_and_bad_config_is_reported() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("dirr") && err.contains(":3:"), "{err}");
 }
+
+#[test]
+fn retention_removes_old_ltx_files_and_keeps_the_newest() {
+    let root = tmp("cli-retention");
+    let cfg = config(
+        &root,
+        "data:\n  dir: \"${ROOT}/data\"\n  retention: 1s\n  retention-monitor-interval: 200ms\n",
+    );
+    // The `data` key above replaces the one `config` wrote.
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replacen("data:\n  dir: \"${ROOT}/data\"\n", "", 1);
+    std::fs::write(&cfg, text).unwrap();
+    let mut child = spawn(&root, &cfg, &[]);
+    let mnt = root.join("mnt");
+    wait_mounted(&mnt);
+    let sql = |q: &str| {
+        let st = Command::new("sqlite3").arg(mnt.join("r.db")).arg(q).status().unwrap();
+        assert!(st.success(), "{q}");
+    };
+    sql("CREATE TABLE t(x);");
+    for i in 0..5 {
+        sql(&format!("INSERT INTO t VALUES ({i});"));
+    }
+    let ltx = root.join("data/dbs/r.db/ltx");
+    let count = || {
+        ltx.read_dir()
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "ltx"))
+            .count()
+    };
+    assert!(count() >= 6, "one file per commit at this pace: {}", count());
+    std::thread::sleep(Duration::from_millis(1800));
+    // All files are past retention now; the newest is always kept.
+    assert_eq!(count(), 1, "retention left {} files", count());
+    sql("INSERT INTO t VALUES (99);");
+    assert_eq!(count(), 2);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    // A restart continues from the newest file.
+    let mut child = spawn(&root, &cfg, &[]);
+    wait_mounted(&mnt);
+    let out = Command::new("sqlite3")
+        .arg(mnt.join("r.db"))
+        .arg("SELECT count(*) FROM t;")
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "6");
+    let pos = std::fs::read_to_string(mnt.join("r.db-pos")).unwrap();
+    assert!(pos.starts_with("0000000000000007/"), "{pos}");
+    // SAFETY: as above.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}

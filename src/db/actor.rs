@@ -71,6 +71,8 @@ pub enum DbMsg {
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
     /// Everything queued before is written; with `durable`, also fdatasynced.
     Barrier { durable: bool, reply: Reply<()> },
+    /// A copy of the database state (shutdown: the checksum cache).
+    State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
     Flush,
     /// Timer: fdatasync written files.
@@ -206,6 +208,9 @@ impl DbActorState {
                     r = self.log.sync().map_err(LogFailure::from);
                 }
                 let _ = reply.send(r);
+            }
+            DbMsg::State { reply } => {
+                let _ = reply.send(Ok(self.log.state.clone()));
             }
             DbMsg::Flush => {
                 self.flush_armed = false;

@@ -23,6 +23,7 @@
 //! depend on them.
 
 mod actor;
+mod cache;
 mod log;
 mod ltxdir;
 mod recover;
@@ -505,13 +506,48 @@ impl Db {
     }
 
     /// Stops the actor after it wrote and synced everything queued.
+    ///
+    /// Writes the checksum cache (see [`cache`]) so the next start skips the full scan.
+    /// Call after the mount is gone: nothing may write the database meanwhile.
     pub fn shutdown(&self) {
         if let Err(e) = self.sync_pending() {
             tracing::warn!(db = %self.name, error = %e, "final LTX sync failed");
+        } else if let Err(e) = self.write_cache() {
+            tracing::warn!(db = %self.name, error = %e, "checksum cache not written");
         }
         if let Some(a) = self.actor.get() {
             a.stop(None);
         }
+    }
+
+    /// Writes the checksum cache if the database file alone is the state at the position.
+    fn write_cache(&self) -> Result<(), DbError> {
+        use std::os::unix::fs::MetadataExt;
+        let state = self.call(|reply| DbMsg::State { reply })?;
+        let wal_empty = self.size(FileKind::Wal).map(|n| n <= 32).unwrap_or(true);
+        let Some(db) = self.file(FileKind::Database) else { return Ok(()) };
+        let Some(newest) = self.ltx.list()?.pop() else { return Ok(()) };
+        let meta = db.metadata()?;
+        let ps = u64::from(state.page_size.max(1));
+        if !wal_empty
+            || self.file(FileKind::Journal).is_some()
+            || newest.1 != state.pos.txid
+            || meta.len() != u64::from(state.checksums.page_count()) * ps
+        {
+            return Ok(());
+        }
+        let c = cache::Cache {
+            pos: state.pos,
+            page_size: state.page_size,
+            db_len: meta.len(),
+            db_mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+            ltx: (newest.0, newest.1, fs::metadata(&newest.2)?.len()),
+            checksums: state.checksums,
+        };
+        let tmp = self.dir.join(format!("{}.tmp", cache::CACHE_FILE));
+        fs::write(&tmp, c.encode())?;
+        fs::rename(&tmp, self.dir.join(cache::CACHE_FILE))?;
+        Ok(())
     }
 
     // ===== Commit path ===== //

@@ -1,6 +1,9 @@
 //! Startup recovery of one database: agree the database files with the LTX directory.
 //!
 //! In order:
+//! 0. A checksum cache left by a clean shutdown ([`super::cache`]) is loaded and deleted; if
+//!    the database file and newest LTX file are exactly as it recorded, it replaces the full
+//!    scan of step 3 and the full verification of step 1.
 //! 1. Temp files of interrupted LTX writes are removed. The newest LTX file must verify; a
 //!    torn one (written without fsync, then a crash) is renamed `*.ltx.torn` with a warning
 //!    and the one before it is used.
@@ -19,7 +22,9 @@
 
 use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::MetadataExt;
 
+use super::cache::{CACHE_FILE, Cache};
 use super::{
     Commit, Db, DbError, FileKind, Inner, LtxLog, WalRange, now_ms, read_header, read_page,
 };
@@ -35,10 +40,19 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
     if removed > 0 {
         tracing::warn!(db = %db.name, removed, "removed temporary LTX files of interrupted writes");
     }
+    // 0. The checksum cache of a clean shutdown, if everything it describes is unchanged.
+    let cached = trusted_cache(db)?;
     // 1. The newest LTX file that verifies.
     let mut last = None;
     for (_, _, path) in db.ltx.list()?.into_iter().rev() {
-        match super::LtxDir::verify(&path) {
+        let summary = match &cached {
+            // The cache vouches for this file's size: read only its header and trailer.
+            Some(c) if last.is_none() && path.file_name() == Some(c.ltx_name.as_ref()) => {
+                read_ends(&path)
+            }
+            _ => super::LtxDir::verify(&path),
+        };
+        match summary {
             Ok(s) => {
                 last = Some((path, s));
                 break;
@@ -111,7 +125,13 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
     }
 
     // 3. Checksum of what SQLite would read: the database file, then committed WAL frames.
-    let mut checksums = scan_db(&dbf, ps)?;
+    let mut checksums = match cached {
+        Some(c) if c.cache.page_size == ps => {
+            tracing::info!(db = %db.name, "clean shutdown: checksums from the cache, no scan");
+            c.cache.checksums
+        }
+        _ => scan_db(&dbf, ps)?,
+    };
     let mut wal = WalTracker::new();
     let mut late_txns = Vec::new();
     if let Some(w) = db.file(FileKind::Wal) {
@@ -323,4 +343,60 @@ fn reapply<R: io::Read>(
     store.truncate(commit, ps)?;
     store.sync()?;
     Ok(t.post_apply_checksum)
+}
+
+/// A checksum cache that matches the files on disk (see [`super::cache`]).
+struct Trusted {
+    cache: Cache,
+    ltx_name: String,
+}
+
+/// Loads and deletes the cache; returns it only if the database file and the newest LTX
+/// file are exactly as it recorded them.
+fn trusted_cache(db: &Db) -> io::Result<Option<Trusted>> {
+    let path = db.dir.join(CACHE_FILE);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    // One use only: a later crash must not find a cache from before it.
+    fs::remove_file(&path)?;
+    let Some(cache) = Cache::decode(&bytes) else {
+        tracing::warn!(db = %db.name, "checksum cache is damaged: scanning");
+        return Ok(None);
+    };
+    let Some(newest) = db.ltx.list()?.pop() else { return Ok(None) };
+    let ltx_len = fs::metadata(&newest.2)?.len();
+    let db_meta = match fs::metadata(db.dir.join("database")) {
+        Ok(m) => m,
+        Err(_) => return Ok(None),
+    };
+    let unchanged = (newest.0, newest.1, ltx_len) == cache.ltx
+        && newest.1 == cache.pos.txid
+        && db_meta.len() == cache.db_len
+        && (db_meta.mtime(), db_meta.mtime_nsec() as u32) == cache.db_mtime
+        && !db.dir.join("journal").exists()
+        && fs::metadata(db.dir.join("wal")).map(|m| m.len() <= 32).unwrap_or(true);
+    if !unchanged {
+        tracing::info!(db = %db.name, "files changed since the checksum cache was written: scanning");
+        return Ok(None);
+    }
+    let ltx_name = ltx::file_name(newest.0, newest.1);
+    Ok(Some(Trusted { cache, ltx_name }))
+}
+
+/// Header and trailer of an LTX file without reading its body.
+fn read_ends(path: &std::path::Path) -> Result<ltx::Summary, ltx::LtxError> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
+    let mut h = [0u8; ltx::HEADER_SIZE];
+    let mut t = [0u8; ltx::TRAILER_SIZE];
+    if len < (ltx::HEADER_SIZE + ltx::TRAILER_SIZE) as u64 {
+        return Err(ltx::LtxError::Io(io::Error::other("LTX file too short")));
+    }
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0)?;
+    std::os::unix::fs::FileExt::read_exact_at(&f, &mut t, len - ltx::TRAILER_SIZE as u64)?;
+    let header = ltx::Header::decode(&h).map_err(ltx::LtxError::from)?;
+    Ok(ltx::Summary { header, trailer: ltx::Trailer::decode(&t), page_count: 0 })
 }

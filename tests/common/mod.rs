@@ -64,6 +64,25 @@ impl Node {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Checkpoints (if in WAL mode), flushes the LTX log, and checks the LTX chain replays
+    /// to the database file, that `-pos` equals the chain's position, and
+    /// `integrity_check` is ok.
+    pub fn assert_consistent(&self, db: &str) {
+        let mode = self.sql(db, "PRAGMA journal_mode;");
+        if mode.trim() == "wal" {
+            self.sql(db, "PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+        if let Some(d) = self.store.get(db) {
+            d.sync_pending().unwrap();
+        }
+        let (image, pos) = self.replay(db);
+        assert_eq!(self.pos_file(db), pos, "{db}: -pos");
+        let file = std::fs::read(self.data.join("dbs").join(db).join("database")).unwrap();
+        assert_eq!(file.len(), image.len(), "{db}: size");
+        assert!(file == image, "{db}: LTX replay differs from the database");
+        assert_eq!(self.sql(db, "PRAGMA integrity_check;").trim(), "ok");
+    }
+
     pub fn pos_file(&self, db: &str) -> Pos {
         std::fs::read_to_string(self.mnt.join(format!("{db}-pos"))).unwrap().parse().unwrap()
     }

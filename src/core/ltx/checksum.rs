@@ -44,6 +44,17 @@ impl PageChecksums {
         PageChecksums::default()
     }
 
+    /// Rebuilds from raw per-page values (as [`PageChecksums::raw`] returns them).
+    pub fn from_raw(pages: Vec<u64>) -> PageChecksums {
+        let xor = pages.iter().fold(0, |x, c| x ^ c);
+        PageChecksums { pages, xor }
+    }
+
+    /// Raw per-page values: index `i` is page `i + 1`, 0 for the lock page.
+    pub fn raw(&self) -> &[u64] {
+        &self.pages
+    }
+
     /// Number of pages covered.
     pub fn page_count(&self) -> u32 {
         // invariant: `pages` never exceeds u32::MAX entries, see `set`/`truncate`.
