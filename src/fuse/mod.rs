@@ -33,8 +33,14 @@ use fuser::{
 use crate::db::{Db, DbError, FileKind};
 use crate::store::Store;
 
-/// No attribute or entry caching: sizes change under the kernel on replicas and on deletion.
-const TTL: Duration = Duration::ZERO;
+/// How long the kernel may cache entries (positive and negative) and attributes.
+///
+/// Every change to a file the kernel knows about goes through the kernel (SQLite's writes,
+/// truncates, creates and unlinks on this mount), which keeps its cache current; changes
+/// litefleet makes behind its back (deleting a database's auxiliary files, applying a
+/// replicated transaction) invalidate explicitly through the [`Notifier`]. Caching saves a
+/// round trip on every `stat` and hot-journal check SQLite makes per transaction.
+const TTL: Duration = Duration::from_secs(10);
 /// Inodes per database: database, journal, wal, shm, pos.
 const SLOTS: u64 = 8;
 
@@ -257,6 +263,16 @@ impl Filesystem for Fs {
         }
         match self.lookup_name(name).and_then(|n| self.attr(n)) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(Errno::ENOENT) => {
+                // A negative entry (node id 0) the kernel caches: SQLite looks for a hot
+                // journal before every read transaction.
+                let mut attr = match self.attr(Node::Root) {
+                    Ok(a) => a,
+                    Err(e) => return reply.error(e),
+                };
+                attr.ino = INodeNo(0);
+                reply.entry(&TTL, &attr, Generation(0))
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -401,12 +417,9 @@ impl Filesystem for Fs {
         _ds: bool,
         reply: ReplyEmpty,
     ) {
-        // SQLite fsyncs the directory after deleting a journal: make LTX files durable too.
-        for db in self.store.list() {
-            if let Err(e) = db.sync_pending() {
-                return reply.error(errno::errno(&e));
-            }
-        }
+        // SQLite fsyncs the directory to make a new journal's entry durable. The fsync of the
+        // journal's backing file already did that (ext4 commits or syncs the parent of a
+        // new inode), and LTX durability never depends on it (see `crate::db`).
         reply.ok();
     }
 
@@ -536,8 +549,20 @@ impl Filesystem for Fs {
             Node::File(id, FileKind::Database) => {
                 let r = self.db(id).and_then(|db| db.delete().map_err(|e| errno::errno(&e)));
                 if r.is_ok() {
+                    // The auxiliary files went with it, behind the kernel's back.
                     for kind in FileKind::ALL {
                         self.invalidate(Node::File(id, kind));
+                    }
+                    if let (Some(n), Some(base)) = (self.notifier.get().cloned(), self.name_of(id))
+                    {
+                        // Hazard: the kernel holds the directory lock during this unlink and
+                        // entry invalidation takes it too: invalidate from another thread.
+                        std::thread::spawn(move || {
+                            for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+                                let name = format!("{base}{}", kind.suffix());
+                                let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+                            }
+                        });
                     }
                 }
                 r
