@@ -151,3 +151,26 @@ fn retention_removes_old_ltx_files_and_keeps_the_newest() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
 }
+
+#[test]
+fn demo_writes_through_a_node_and_cleans_up() {
+    let root = tmp("cli-demo");
+    let dir = root.join("demo");
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["demo", "--duration", "2", "--interval-ms", "20", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("position 0000000000000003/"), "{text}");
+    let rows: u64 = text
+        .split("stopping: ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(rows > 5, "{text}");
+    assert!(!dir.exists(), "demo directory removed");
+    assert!(!litefleet::mount::is_mounted(&dir.join("n1/mnt")));
+}

@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod demo;
 mod ltx;
 mod mount;
 
@@ -35,6 +36,19 @@ enum Command {
         /// Command to run once the node is ready (overrides `exec`).
         #[arg(last = true)]
         exec: Vec<String>,
+    },
+    /// Start a local demo node in temporary directories, write to it and show its position
+    /// live; Ctrl-C stops and cleans up.
+    Demo {
+        /// Directory for the demo's nodes (default: a new one under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Pause between the writer's commits, in milliseconds.
+        #[arg(long, default_value_t = 100)]
+        interval_ms: u64,
     },
     /// Inspect, verify, replay and compact LTX transaction files (LiteFS-compatible).
     #[command(subcommand)]
@@ -85,6 +99,11 @@ pub enum LtxCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ltx(cmd) => ltx::run(cmd),
+        Command::Demo { dir, duration, interval_ms } => demo::run(demo::DemoArgs {
+            dir,
+            duration: duration.map(std::time::Duration::from_secs_f64),
+            interval: std::time::Duration::from_millis(interval_ms),
+        }),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
         }
