@@ -11,6 +11,7 @@
 //! commit into an LTX file ([`core::ltx::LtxWriter`]), and replicas receive it as wire frames,
 //! verify it ([`core::ltx::LtxReader`]) and apply it ([`core::ltx::apply`]).
 
+pub mod certs;
 pub mod config;
 pub mod core;
 pub mod db;
@@ -21,3 +22,4 @@ pub mod net;
 pub mod rt;
 pub mod storage;
 pub mod store;
+pub mod tls;

@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod certs;
 mod demo;
 mod ltx;
 mod mount;
@@ -50,6 +51,9 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
     },
+    /// Cluster certificates for mutual TLS between nodes.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// Inspect, verify, replay and compact LTX transaction files (LiteFS-compatible).
     #[command(subcommand)]
     Ltx(LtxCommand),
@@ -99,6 +103,7 @@ pub enum LtxCommand {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ltx(cmd) => ltx::run(cmd),
+        Command::Certs(cmd) => certs::run(cmd),
         Command::Demo { dir, duration, interval_ms } => demo::run(demo::DemoArgs {
             dir,
             duration: duration.map(std::time::Duration::from_secs_f64),

@@ -8,6 +8,7 @@
 
 pub mod commit;
 pub mod ltx;
+pub mod repl;
 pub mod sqlite;
 pub mod types;
 pub mod wire;

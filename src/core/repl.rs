@@ -1,0 +1,271 @@
+//! Replication decisions, sans IO.
+//!
+//! - [`plan`]: on the primary, what a replica at some position needs: nothing, a run of LTX
+//!   files, or a snapshot.
+//! - [`Incoming`]: on a replica, a received LTX file decoded and checked against the local
+//!   state *before* anything is written: the post-apply checksum the file promises must be
+//!   what applying it to this database yields. A file that fails is never applied.
+//!
+//! Ranged files (one LTX file covering TXIDs `min..=max`, from group commit or compaction)
+//! hold the final content of every page changed in the range, so they also apply to a
+//! replica positioned *inside* the range (`min - 1 <= txid < max`): pages the replica
+//! already has are rewritten with the same bytes. The pre-apply checksum only describes
+//! `min - 1`, so inside a range the post-apply checksum, computed from the replica's own
+//! page checksums, is the proof.
+
+use std::io::Read;
+
+use crate::core::ltx::{DbState, LtxError, LtxReader, PageChecksums, page_checksum};
+use crate::core::types::{Checksum, PageNo, Pos, Txid};
+
+/// What the primary sends a replica for one database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// The replica is at the primary's position.
+    UpToDate,
+    /// These files, in order (indexes into the `files` given to [`plan`]).
+    Files(Vec<usize>),
+    /// A full snapshot at the primary's position.
+    Snapshot(SnapshotReason),
+    /// The database is deleted on the primary: send its deletion file (index).
+    Deletion(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotReason {
+    /// The replica has no copy.
+    Empty,
+    /// The replica claims a TXID the primary has not reached.
+    Ahead,
+    /// Same TXID, different checksum: the histories diverged.
+    Diverged,
+    /// The files from the replica's position were removed by retention.
+    Retention,
+}
+
+/// Decides what a replica at `replica` needs. `files` are the primary's LTX files as
+/// `(min, max)` sorted by `min`, possibly overlapping (a replica that applied a ranged file
+/// keeps it); `primary` is the position after the newest; `deleted` whether the newest
+/// file is a deletion.
+pub fn plan(replica: Option<Pos>, primary: Pos, files: &[(Txid, Txid)], deleted: bool) -> Plan {
+    let replica = replica.unwrap_or(Pos::EMPTY);
+    if replica == primary {
+        return Plan::UpToDate;
+    }
+    if deleted && let Some(i) = files.len().checked_sub(1) {
+        return Plan::Deletion(i);
+    }
+    if replica.txid == Txid::ZERO {
+        return Plan::Snapshot(SnapshotReason::Empty);
+    }
+    if replica.txid > primary.txid {
+        return Plan::Snapshot(SnapshotReason::Ahead);
+    }
+    if replica.txid == primary.txid {
+        return Plan::Snapshot(SnapshotReason::Diverged);
+    }
+    // Walk forward from the replica's TXID, each step taking the file that covers the next
+    // TXID and reaches furthest.
+    let mut at = replica.txid;
+    let mut out = Vec::new();
+    while at < primary.txid {
+        let next = Txid(at.0 + 1);
+        let best = files
+            .iter()
+            .enumerate()
+            .filter(|(_, (min, max))| *min <= next && next <= *max)
+            .max_by_key(|(_, (_, max))| *max);
+        match best {
+            Some((i, (_, max))) => {
+                out.push(i);
+                at = *max;
+            }
+            None => return Plan::Snapshot(SnapshotReason::Retention),
+        }
+    }
+    Plan::Files(out)
+}
+
+/// Why a received file is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    #[error("invalid LTX: {0}")]
+    Ltx(#[from] LtxError),
+    #[error("file covers TXIDs {min}..={max} but the database is at {at}")]
+    Position { at: Pos, min: Txid, max: Txid },
+    #[error("pre-apply checksum {expected} does not match the database's {actual}")]
+    PreApply { expected: Checksum, actual: Checksum },
+    #[error("applying would give checksum {actual}, the file promises {expected}")]
+    PostApply { expected: Checksum, actual: Checksum },
+    #[error("page size {file} differs from the database's {db}")]
+    PageSize { file: u32, db: u32 },
+    #[error("page {pgno} leaves a hole past the end ({pages} pages)")]
+    Hole { pgno: PageNo, pages: u32 },
+}
+
+/// A received LTX file, decoded and verified against the local state; apply with
+/// [`Incoming::commit_to`] after writing [`Incoming::pages`].
+#[derive(Debug)]
+pub struct Incoming {
+    pub page_size: u32,
+    pub commit: u32,
+    pub min_txid: Txid,
+    pub pos: Pos,
+    pub timestamp_ms: i64,
+    pub snapshot: bool,
+    pub pages: Vec<(PageNo, Vec<u8>, Checksum)>,
+}
+
+impl Incoming {
+    /// Decodes `r` (a whole LTX file of `len` bytes) and checks it applies to `state`.
+    pub fn check<R: Read>(r: R, len: u64, state: &DbState) -> Result<Incoming, ApplyError> {
+        let mut rd = LtxReader::new(r, len)?;
+        let h = *rd.header();
+        let snapshot = h.is_snapshot();
+        if !snapshot {
+            let at = state.pos;
+            if at.txid.0 + 1 < h.min_txid.0 || at.txid >= h.max_txid {
+                return Err(ApplyError::Position { at, min: h.min_txid, max: h.max_txid });
+            }
+            if at.txid.0 + 1 == h.min_txid.0 && at.checksum != h.pre_apply_checksum {
+                return Err(ApplyError::PreApply {
+                    expected: h.pre_apply_checksum,
+                    actual: at.checksum,
+                });
+            }
+            if state.page_size != 0 && state.page_size != h.page_size && h.commit != 0 {
+                return Err(ApplyError::PageSize { file: h.page_size, db: state.page_size });
+            }
+        }
+        let base = if snapshot { 0 } else { state.checksums.page_count() };
+        let lock = PageNo::lock_page(h.page_size);
+        let mut end = base;
+        let mut pages = Vec::new();
+        while let Some(p) = rd.next_page()? {
+            // Growth only by pages the file holds (the lock page excepted): a hostile page
+            // number cannot make us allocate for billions of pages.
+            let next = if PageNo(end + 1) == lock { end + 2 } else { end + 1 };
+            if p.pgno.0 > next {
+                return Err(ApplyError::Hole { pgno: p.pgno, pages: end });
+            }
+            end = end.max(p.pgno.0);
+            pages.push((p.pgno, p.data.to_vec(), page_checksum(p.pgno, p.data)));
+        }
+        let (trailer, _) = rd.finish()?;
+        let actual =
+            preview(if snapshot { None } else { Some(&state.checksums) }, &pages, h.commit);
+        if actual != trailer.post_apply_checksum {
+            return Err(ApplyError::PostApply { expected: trailer.post_apply_checksum, actual });
+        }
+        Ok(Incoming {
+            page_size: h.page_size,
+            commit: h.commit,
+            min_txid: h.min_txid,
+            pos: Pos { txid: h.max_txid, checksum: trailer.post_apply_checksum },
+            timestamp_ms: h.timestamp,
+            snapshot,
+            pages,
+        })
+    }
+
+    /// Updates `state` as the file's pages were written and the database truncated.
+    pub fn commit_to(&self, state: &mut DbState) {
+        if self.snapshot {
+            state.checksums = PageChecksums::new();
+        }
+        for (p, _, sum) in &self.pages {
+            state.checksums.set(*p, *sum);
+        }
+        state.checksums.truncate(self.commit);
+        state.pos = self.pos;
+        state.page_size = self.page_size;
+    }
+}
+
+/// The database checksum after writing `pages` onto `base` (None: an empty database) and
+/// truncating to `commit`, without changing `base`: O(pages + truncated pages).
+pub fn preview(
+    base: Option<&PageChecksums>,
+    pages: &[(PageNo, Vec<u8>, Checksum)],
+    commit: u32,
+) -> Checksum {
+    let empty = PageChecksums::new();
+    let base = base.unwrap_or(&empty);
+    let mut xor = base.checksum().0 & !Checksum::FLAG;
+    let mut touched = std::collections::HashSet::with_capacity(pages.len());
+    for (p, _, sum) in pages {
+        if p.0 > commit || !touched.insert(p.0) {
+            continue;
+        }
+        let old = base.page(*p).map(|c| c.0).unwrap_or(0);
+        xor ^= old ^ sum.0;
+    }
+    // Pages beyond `commit` drop out.
+    for p in commit + 1..=base.page_count() {
+        if !touched.contains(&p) {
+            xor ^= base.page(PageNo(p)).map(|c| c.0).unwrap_or(0);
+        }
+    }
+    Checksum(Checksum::FLAG | (xor & !Checksum::FLAG))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(n: u64) -> Txid {
+        Txid(n)
+    }
+
+    fn pos(n: u64, c: u64) -> Pos {
+        Pos { txid: t(n), checksum: Checksum(Checksum::FLAG | c) }
+    }
+
+    #[test]
+    fn plans() {
+        let files = [(t(1), t(1)), (t(2), t(5)), (t(6), t(6)), (t(7), t(9))];
+        let p = pos(9, 9);
+        assert_eq!(plan(Some(p), p, &files, false), Plan::UpToDate);
+        assert_eq!(plan(None, p, &files, false), Plan::Snapshot(SnapshotReason::Empty));
+        assert_eq!(plan(Some(pos(10, 1)), p, &files, false), Plan::Snapshot(SnapshotReason::Ahead));
+        assert_eq!(
+            plan(Some(pos(9, 1)), p, &files, false),
+            Plan::Snapshot(SnapshotReason::Diverged)
+        );
+        assert_eq!(plan(Some(pos(1, 1)), p, &files, false), Plan::Files(vec![1, 2, 3]));
+        // Inside a ranged file: that file again, then on.
+        assert_eq!(plan(Some(pos(3, 1)), p, &files, false), Plan::Files(vec![1, 2, 3]));
+        assert_eq!(plan(Some(pos(6, 1)), p, &files, false), Plan::Files(vec![3]));
+        // Retention removed what is needed.
+        assert_eq!(
+            plan(Some(pos(1, 1)), p, &files[2..], false),
+            Plan::Snapshot(SnapshotReason::Retention)
+        );
+        // Overlapping files: the one reaching furthest.
+        let over = [(t(1), t(3)), (t(2), t(2)), (t(2), t(6))];
+        assert_eq!(plan(Some(pos(1, 1)), pos(6, 6), &over, false), Plan::Files(vec![2]));
+        assert_eq!(plan(Some(pos(1, 1)), p, &files, true), Plan::Deletion(3));
+    }
+
+    #[test]
+    fn preview_matches_applying() {
+        let mut base = PageChecksums::new();
+        for p in 1..=6 {
+            base.set(PageNo(p), page_checksum(PageNo(p), &[p as u8; 64]));
+        }
+        let pages: Vec<(PageNo, Vec<u8>, Checksum)> = [2u32, 5, 7]
+            .iter()
+            .map(|&p| (PageNo(p), vec![0xee; 64], page_checksum(PageNo(p), &[0xee; 64])))
+            .collect();
+        for commit in [4, 6, 7] {
+            let mut want = base.clone();
+            for (p, _, s) in &pages {
+                if p.0 <= commit {
+                    want.set(*p, *s);
+                }
+            }
+            want.truncate(commit);
+            assert_eq!(preview(Some(&base), &pages, commit), want.checksum(), "commit {commit}");
+        }
+    }
+}
