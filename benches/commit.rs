@@ -58,7 +58,9 @@ fn main() {
     std::fs::create_dir_all(&bare).unwrap();
     let rt = litefleet::rt::runtime().unwrap();
     let opts = DbOptions { compress: true, node_id: NodeId(1) };
-    let store = Arc::new(Store::open(&root.join("data"), opts, rt.handle().clone()).unwrap());
+    let store = Arc::new(
+        Store::open(&root.join("data"), opts, rt.handle().clone(), Default::default()).unwrap(),
+    );
     let mnt = root.join("mnt");
     let mounted = Mounted::mount(store, &mnt, false, 4).unwrap();
 

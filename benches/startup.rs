@@ -23,7 +23,7 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
 
 fn open(data: &Path, rt: &tokio::runtime::Runtime) -> Store {
     let opts = DbOptions { compress: false, node_id: NodeId(1) };
-    Store::open(data, opts, rt.handle().clone()).unwrap()
+    Store::open(data, opts, rt.handle().clone(), Default::default()).unwrap()
 }
 
 fn main() {

@@ -19,6 +19,7 @@ pub mod fuse;
 pub mod fuzzing;
 pub mod mount;
 pub mod net;
+pub mod node;
 pub mod rt;
 pub mod storage;
 pub mod store;

@@ -82,7 +82,8 @@ impl Mounted {
         }
         fs::create_dir_all(path).map_err(mp)?;
         let notifier = Arc::new(OnceLock::new());
-        let fs = Fs::new(store, notifier.clone());
+        let fs = Fs::new(store.clone(), notifier.clone());
+        store.node().set_kernel(fs.kernel(path));
         let mut config = Config::default();
         config.mount_options = vec![
             MountOption::FSName("litefleet".into()),

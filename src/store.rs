@@ -18,6 +18,7 @@ use std::sync::{Arc, RwLock};
 use crate::core::types::ClusterId;
 use crate::core::wire::valid_db_name;
 use crate::db::{Db, DbError, DbOptions};
+use crate::node::NodeCtx;
 
 /// Errors opening the data directory.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,8 @@ pub struct Store {
     cluster_id: ClusterId,
     /// Runtime the database actors run on.
     rt: tokio::runtime::Handle,
+    node: Arc<NodeCtx>,
+    created: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Store {
@@ -46,6 +49,7 @@ impl Store {
         root: &Path,
         opts: DbOptions,
         rt: tokio::runtime::Handle,
+        node: Arc<NodeCtx>,
     ) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io { path: root.to_owned(), source };
         fs::create_dir_all(root.join("dbs")).map_err(io)?;
@@ -63,11 +67,29 @@ impl Store {
             if valid_db_name(&name).is_err() {
                 continue;
             }
-            let db = Db::open(&name, e.path(), opts, &rt)?;
+            let db = Db::open(&name, e.path(), opts, &rt, node.clone())?;
             tracing::info!(db = %name, pos = %db.pos(), "opened database");
             dbs.insert(name, db);
         }
-        Ok(Store { root: root.to_owned(), opts, dbs: RwLock::new(dbs), cluster_id, rt })
+        let (created, _) = tokio::sync::broadcast::channel(256);
+        Ok(Store {
+            root: root.to_owned(),
+            opts,
+            dbs: RwLock::new(dbs),
+            cluster_id,
+            rt,
+            node,
+            created,
+        })
+    }
+
+    pub fn node(&self) -> &Arc<NodeCtx> {
+        &self.node
+    }
+
+    /// Names of databases created from now on (replication opens a stream for each).
+    pub fn subscribe_created(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.created.subscribe()
     }
 
     pub fn root(&self) -> &Path {
@@ -95,8 +117,10 @@ impl Store {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
-        let db = Db::open(name, self.root.join("dbs").join(name), self.opts, &self.rt)?;
+        let dir = self.root.join("dbs").join(name);
+        let db = Db::open(name, dir, self.opts, &self.rt, self.node.clone())?;
         dbs.insert(name.to_owned(), db.clone());
+        let _ = self.created.send(name.to_owned());
         Ok(db)
     }
 }

@@ -84,6 +84,7 @@ fn open_store(root: &Path) -> Result<litefleet::store::Store, litefleet::store::
         &root.join("data"),
         litefleet::db::DbOptions { compress: true, node_id: litefleet::core::types::NodeId(1) },
         rt.handle().clone(),
+        Default::default(),
     )
 }
 

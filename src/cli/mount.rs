@@ -61,9 +61,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
+    let node = Arc::new(litefleet::node::NodeCtx::default());
     let opts = DbOptions { compress: config.data.compress, node_id };
     let store = Arc::new(
-        Store::open(&config.data.dir, opts, rt.handle().clone())
+        Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())
             .context("opening the data directory")?,
     );
     let mounted =

@@ -71,6 +71,8 @@ pub enum DbMsg {
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
     /// Everything queued before is written; with `durable`, also fdatasynced.
     Barrier { durable: bool, reply: Reply<()> },
+    /// Replica: verify and apply a file received from the primary.
+    Apply { ltx: bytes::Bytes, reply: Reply<Pos> },
     /// A copy of the database state (shutdown: the checksum cache).
     State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
@@ -121,6 +123,7 @@ pub struct DbActor;
 pub struct DbActorState {
     log: LtxLog,
     shared: Arc<Shared>,
+    apply: super::replica::ApplyCtx,
     flush_armed: bool,
     sync_armed: bool,
 }
@@ -128,6 +131,7 @@ pub struct DbActorState {
 pub struct DbActorArgs {
     pub log: LtxLog,
     pub shared: Arc<Shared>,
+    pub apply: super::replica::ApplyCtx,
 }
 
 impl Actor for DbActor {
@@ -143,6 +147,7 @@ impl Actor for DbActor {
         Ok(DbActorState {
             log: args.log,
             shared: args.shared,
+            apply: args.apply,
             flush_armed: false,
             sync_armed: false,
         })
@@ -208,6 +213,13 @@ impl DbActorState {
                     r = self.log.sync().map_err(LogFailure::from);
                 }
                 let _ = reply.send(r);
+            }
+            DbMsg::Apply { ltx, reply } => {
+                let r = super::replica::apply(&mut self.log, &self.apply, &ltx);
+                if let Err(e) = &r {
+                    tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused");
+                }
+                let _ = reply.send(r.map_err(LogFailure::from));
             }
             DbMsg::State { reply } => {
                 let _ = reply.send(Ok(self.log.state.clone()));

@@ -328,6 +328,23 @@ impl LtxLog {
         Ok(post)
     }
 
+    /// Stores a file received from the primary under its own name, durably (replica).
+    pub fn store_received(&mut self, min: Txid, max: Txid, ltx: &[u8]) -> Result<(), DbError> {
+        self.flush()?;
+        self.dir.write_file(min, max, ltx, true)?;
+        Ok(())
+    }
+
+    /// Takes the position of a file applied on a replica (see `replica::apply`).
+    pub fn adopt(&mut self, inc: &crate::core::repl::Incoming) {
+        let pre = self.state.pos;
+        inc.commit_to(&mut self.state);
+        self.deleted = inc.commit == 0;
+        self.last_ltx_ms.store(inc.timestamp_ms, Ordering::Relaxed);
+        self.pos_tx.send_replace(self.state.pos);
+        tracing::debug!(db = %self.name, %pre, pos = %self.state.pos, "applied");
+    }
+
     /// fdatasyncs every LTX file written since the last sync.
     ///
     /// Hazard: the directory itself is not fsynced per file. On ext4, fsync of a new file

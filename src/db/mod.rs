@@ -27,6 +27,7 @@ mod cache;
 mod log;
 mod ltxdir;
 mod recover;
+mod replica;
 
 pub use actor::{DbMsg, LogFailure, Shared};
 pub use log::{Commit, Committed, LtxLog, WalRange};
@@ -47,6 +48,7 @@ use crate::core::commit::{JournalEvent, ReadAt, RollbackTracker, WalTracker, Wal
 use crate::core::ltx::LtxError;
 use crate::core::sqlite::{DbHeader, JournalMode};
 use crate::core::types::{NodeId, PageNo, Pos};
+use crate::node::NodeCtx;
 
 /// Casts a database actor may have queued before the FUSE side waits for it to catch up.
 const MAX_INFLIGHT: usize = 256;
@@ -118,6 +120,8 @@ pub enum DbError {
     Log(LogFailure),
     #[error("the database actor is not running")]
     ActorGone,
+    #[error("replicated LTX refused: {0}")]
+    Rejected(String),
 }
 
 /// Options for the commit path.
@@ -129,7 +133,7 @@ pub struct DbOptions {
     pub node_id: NodeId,
 }
 
-type Files = [Option<Arc<File>>; 4];
+pub(crate) type Files = [Option<Arc<File>>; 4];
 
 /// What the FUSE side tracks of a database, behind [`Db::inner`].
 struct Inner {
@@ -153,8 +157,9 @@ pub struct Db {
     ltx: LtxDir,
     /// Open backing files, indexed by [`FileKind::index`]. Reads clone the `Arc` and read
     /// without holding `inner`.
-    files: RwLock<Files>,
+    files: Arc<RwLock<Files>>,
     inner: Mutex<Inner>,
+    node: Arc<NodeCtx>,
     actor: OnceLock<ActorRef<DbMsg>>,
     shared: Arc<Shared>,
     pos_rx: watch::Receiver<Pos>,
@@ -181,6 +186,7 @@ impl Db {
         dir: PathBuf,
         opts: DbOptions,
         rt: &tokio::runtime::Handle,
+        node: Arc<NodeCtx>,
     ) -> Result<Arc<Db>, DbError> {
         fs::create_dir_all(dir.join("ltx"))?;
         let ltx = LtxDir::new(dir.join("ltx"));
@@ -196,7 +202,8 @@ impl Db {
             name: name.to_owned(),
             dir,
             ltx,
-            files: RwLock::new(files),
+            files: Arc::new(RwLock::new(files)),
+            node: node.clone(),
             inner: Mutex::new(Inner {
                 page_size: 0,
                 page_count: 0,
@@ -218,7 +225,13 @@ impl Db {
             inner.page_count = log.state.checksums.page_count();
             inner.deleted = log.deleted;
         }
-        let args = actor::DbActorArgs { log, shared: db.shared.clone() };
+        let apply = replica::ApplyCtx {
+            name: name.to_owned(),
+            dir: db.dir.clone(),
+            files: db.files.clone(),
+            node: db.node.clone(),
+        };
+        let args = actor::DbActorArgs { log, shared: db.shared.clone(), apply };
         let (actor, _) = rt
             .block_on(Actor::spawn(None, actor::DbActor, args))
             .map_err(|e| DbError::Recovery { name: name.to_owned(), reason: e.to_string() })?;
@@ -289,6 +302,38 @@ impl Db {
         Ok(())
     }
 
+    /// Refuses application writes on a replica.
+    fn check_writable(&self) -> Result<(), DbError> {
+        if self.node.writable() { Ok(()) } else { Err(DbError::ReadOnly) }
+    }
+
+    /// Replica: verifies and applies a file received from the primary; returns the new
+    /// position.
+    pub async fn apply_ltx(&self, ltx: bytes::Bytes) -> Result<Pos, DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?
+            .send_message(DbMsg::Apply { ltx, reply: tx.into() })
+            .map_err(|_| DbError::ActorGone)?;
+        match rx.await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(e)) => Err(DbError::Log(e)),
+            Err(_) => Err(DbError::ActorGone),
+        }
+    }
+
+    /// Writes every staged transaction to the LTX directory (async callers: replication).
+    pub async fn flush(&self) -> Result<(), DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?
+            .send_message(DbMsg::Barrier { durable: false, reply: tx.into() })
+            .map_err(|_| DbError::ActorGone)?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(DbError::Log(e)),
+            Err(_) => Err(DbError::ActorGone),
+        }
+    }
+
     /// Refuses writes while the LTX log is failing (see [`actor`]).
     fn check_health(&self) -> Result<(), DbError> {
         match self.shared.error() {
@@ -327,6 +372,9 @@ impl Db {
 
     /// Creates the backing file of `kind` if missing.
     pub fn create(&self, kind: FileKind) -> Result<(), DbError> {
+        if matches!(kind, FileKind::Database | FileKind::Journal) {
+            self.check_writable()?;
+        }
         let _g = self.lock();
         if self.file(kind).is_none() {
             let f = open_rw(&self.dir.join(kind.backing_name()), true)?;
@@ -353,6 +401,7 @@ impl Db {
     /// Writes to the backing file and runs commit detection.
     pub fn write(&self, kind: FileKind, data: &[u8], offset: u64) -> Result<usize, DbError> {
         if kind != FileKind::Shm {
+            self.check_writable()?;
             self.check_health()?;
         }
         let mut inner = self.lock();
@@ -414,6 +463,9 @@ impl Db {
 
     /// Sets the backing file's length.
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<(), DbError> {
+        if kind != FileKind::Shm {
+            self.check_writable()?;
+        }
         let mut inner = self.lock();
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         if kind == FileKind::Wal && inner.log_dirty {
@@ -451,6 +503,7 @@ impl Db {
 
     /// Unlinks the backing file of an auxiliary file (`-journal`, `-wal`, `-shm`).
     pub fn unlink(&self, kind: FileKind) -> Result<(), DbError> {
+        self.check_writable()?;
         let mut inner = self.lock();
         if self.file(kind).is_none() {
             return Err(DbError::NotFound(kind.backing_name()));
@@ -477,6 +530,7 @@ impl Db {
     /// database, journal, WAL and shm files. The LTX directory and the position remain, so a
     /// database re-created under the same name continues from the next TXID.
     pub fn delete(&self) -> Result<(), DbError> {
+        self.check_writable()?;
         self.check_health()?;
         let mut inner = self.lock();
         if self.file(FileKind::Database).is_none() {

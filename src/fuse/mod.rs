@@ -31,6 +31,7 @@ use fuser::{
 };
 
 use crate::db::{Db, DbError, FileKind};
+use crate::node::KernelCache;
 use crate::store::Store;
 
 /// How long the kernel may cache entries (positive and negative) and attributes.
@@ -48,6 +49,10 @@ const SLOTS: u64 = 8;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Node {
     Root,
+    /// `.primary`: the primary's hostname, on a replica connected to one.
+    Primary,
+    /// `.lag`: milliseconds behind the primary, `%+010d\n`.
+    Lag,
     File(u64, FileKind),
     Pos(u64),
 }
@@ -63,7 +68,7 @@ struct Ids {
 /// The filesystem. See the module docs.
 pub struct Fs {
     store: Arc<Store>,
-    ids: Mutex<Ids>,
+    ids: Arc<Mutex<Ids>>,
     uid: u32,
     gid: u32,
     /// Set after mounting; used to drop kernel caches of deleted databases.
@@ -85,7 +90,17 @@ impl Fs {
     pub fn new(store: Arc<Store>, notifier: Arc<OnceLock<Notifier>>) -> Fs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        Fs { store, ids: Mutex::new(Ids::default()), uid, gid, notifier }
+        let ids = Arc::new(Mutex::new(Ids::default()));
+        Fs { store, ids, uid, gid, notifier }
+    }
+
+    /// The handle databases use to invalidate the kernel's caches (see [`KernelCache`]).
+    pub fn kernel(&self, mount: &std::path::Path) -> Arc<dyn KernelCache> {
+        Arc::new(Kernel {
+            mount: mount.to_owned(),
+            ids: self.ids.clone(),
+            notifier: self.notifier.clone(),
+        })
     }
 
     fn id(&self, name: &str) -> u64 {
@@ -105,29 +120,78 @@ impl Fs {
     }
 
     fn ino(&self, node: Node) -> INodeNo {
-        INodeNo(match node {
-            Node::Root => 1,
-            Node::File(id, kind) => 2 + id * SLOTS + slot(kind),
-            Node::Pos(id) => 2 + id * SLOTS + POS_SLOT,
-        })
+        ino_of(node)
     }
 
     fn node(&self, ino: INodeNo) -> Option<Node> {
-        if ino.0 == 1 {
-            return Some(Node::Root);
+        if ino.0 == PRIMARY_INO {
+            return Some(Node::Primary);
         }
-        let n = ino.0.checked_sub(2)?;
-        let (id, s) = (n / SLOTS, n % SLOTS);
-        Some(match s {
-            0 => Node::File(id, FileKind::Database),
-            1 => Node::File(id, FileKind::Journal),
-            2 => Node::File(id, FileKind::Wal),
-            3 => Node::File(id, FileKind::Shm),
-            4 => Node::Pos(id),
-            _ => return None,
-        })
+        if ino.0 == LAG_INO {
+            return Some(Node::Lag);
+        }
+        node_of(ino)
+    }
+}
+
+const PRIMARY_INO: u64 = 1 << 62;
+const LAG_INO: u64 = (1 << 62) + 1;
+
+fn ino_of(node: Node) -> INodeNo {
+    INodeNo(match node {
+        Node::Root => 1,
+        Node::Primary => PRIMARY_INO,
+        Node::Lag => LAG_INO,
+        Node::File(id, kind) => 2 + id * SLOTS + slot(kind),
+        Node::Pos(id) => 2 + id * SLOTS + POS_SLOT,
+    })
+}
+
+fn node_of(ino: INodeNo) -> Option<Node> {
+    if ino.0 == 1 {
+        return Some(Node::Root);
+    }
+    let n = ino.0.checked_sub(2)?;
+    let (id, s) = (n / SLOTS, n % SLOTS);
+    Some(match s {
+        0 => Node::File(id, FileKind::Database),
+        1 => Node::File(id, FileKind::Journal),
+        2 => Node::File(id, FileKind::Wal),
+        3 => Node::File(id, FileKind::Shm),
+        4 => Node::Pos(id),
+        _ => return None,
+    })
+}
+
+/// [`KernelCache`] for this mount.
+struct Kernel {
+    mount: std::path::PathBuf,
+    ids: Arc<Mutex<Ids>>,
+    notifier: Arc<OnceLock<Notifier>>,
+}
+
+impl KernelCache for Kernel {
+    fn mount_dir(&self) -> &std::path::Path {
+        &self.mount
     }
 
+    fn db_changed(&self, name: &str) {
+        let Some(n) = self.notifier.get() else { return };
+        let id = self.ids.lock().unwrap_or_else(|e| e.into_inner()).by_name.get(name).copied();
+        if let Some(id) = id {
+            // Whole page cache and attributes (size) of the database file; attributes of
+            // the -pos file.
+            let _ = n.inval_inode(ino_of(Node::File(id, FileKind::Database)), 0, 0);
+            let _ = n.inval_inode(ino_of(Node::Pos(id)), -1, 0);
+        }
+        // A negative entry cached before the database existed here would hide it.
+        for name in [name.to_owned(), format!("{name}-pos")] {
+            let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+        }
+    }
+}
+
+impl Fs {
     fn db(&self, id: u64) -> Result<Arc<Db>, Errno> {
         let name = self.name_of(id).ok_or(Errno::ENOENT)?;
         self.store.get(&name).ok_or(Errno::ENOENT)
@@ -168,6 +232,14 @@ impl Fs {
         };
         Ok(match node {
             Node::Root => base(FileType::Directory, 0, 0o755, now),
+            Node::Primary => {
+                let host = self.store.node().primary().ok_or(Errno::ENOENT)?;
+                base(FileType::RegularFile, host.len() as u64 + 1, 0o444, now)
+            }
+            Node::Lag => {
+                let t = self.store.node().primary_time_ms().max(0) as u64;
+                base(FileType::RegularFile, 11, 0o444, UNIX_EPOCH + Duration::from_millis(t))
+            }
             Node::File(id, kind) => {
                 let db = self.db(id)?;
                 let f = db.file(kind).ok_or(Errno::ENOENT)?;
@@ -184,6 +256,12 @@ impl Fs {
 
     fn lookup_name(&self, name: &OsStr) -> Result<Node, Errno> {
         let name = name.to_str().ok_or(Errno::ENOENT)?;
+        match name {
+            ".primary" if self.store.node().primary().is_some() => return Ok(Node::Primary),
+            ".primary" => return Err(Errno::ENOENT),
+            ".lag" => return Ok(Node::Lag),
+            _ => {}
+        }
         let (base, kind, pos) = Self::parse_name(name);
         let db = self.store.get(base).ok_or(Errno::ENOENT)?;
         let id = self.id(base);
@@ -211,7 +289,7 @@ impl Fs {
                 })
             }
             Some(Node::Root) => Err(Errno::EISDIR),
-            Some(Node::Pos(_)) => Err(Errno::EACCES),
+            Some(Node::Pos(_) | Node::Primary | Node::Lag) => Err(Errno::EACCES),
             None => Err(Errno::ENOENT),
         }
     }
@@ -242,6 +320,22 @@ impl Fs {
             }
         };
         Ok(Node::File(self.id(db.name()), kind))
+    }
+
+    /// Milliseconds behind the primary: 0 on the primary, `i32::MAX` before a replica's
+    /// first contact (as LiteFS).
+    fn lag_ms(&self) -> i64 {
+        let node = self.store.node();
+        if node.writable() {
+            return 0;
+        }
+        let t = node.primary_time_ms();
+        if t == 0 {
+            return i64::from(i32::MAX);
+        }
+        #[allow(clippy::disallowed_methods)]
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64);
+        (now.unwrap_or(t) - t).clamp(0, i64::from(i32::MAX))
     }
 
     fn invalidate(&self, node: Node) {
@@ -314,13 +408,25 @@ impl Filesystem for Fs {
         }
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let writing = flags.acc_mode() != fuser::OpenAccMode::O_RDONLY;
         match self.node(ino) {
-            Some(Node::Pos(_)) => {
+            Some(Node::Pos(_) | Node::Primary | Node::Lag) => {
                 if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
                     return reply.error(Errno::EACCES);
                 }
                 reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
+            // A replica: SQLite, refused write access to the database or WAL, opens it
+            // read-only and reports writes as "attempt to write a readonly database". The
+            // node's own applier opens the database read-write to take SQLite's locks.
+            Some(Node::File(_, kind))
+                if writing
+                    && kind != FileKind::Shm
+                    && !self.store.node().writable()
+                    && req.pid() != std::process::id() =>
+            {
+                reply.error(Errno::EROFS)
             }
             Some(Node::File(id, kind)) => match self.db(id) {
                 Ok(db) if db.file(kind).is_some() => {
@@ -344,6 +450,17 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let text = match self.node(ino) {
+            Some(Node::Primary) => self.store.node().primary().map(|h| format!("{h}\n")),
+            Some(Node::Lag) => Some(format!("{:+010}\n", self.lag_ms())),
+            _ => None,
+        };
+        if let Some(text) = text {
+            let b = text.as_bytes();
+            let start = (offset as usize).min(b.len());
+            let end = (start + size as usize).min(b.len());
+            return reply.data(&b[start..end]);
+        }
         if let Some(Node::Pos(id)) = self.node(ino) {
             return match self.db(id) {
                 Ok(db) => {
@@ -437,7 +554,11 @@ impl Filesystem for Fs {
         let mut entries = vec![
             (INodeNo(1), FileType::Directory, ".".to_owned()),
             (INodeNo(1), FileType::Directory, "..".to_owned()),
+            (INodeNo(LAG_INO), FileType::RegularFile, ".lag".to_owned()),
         ];
+        if self.store.node().primary().is_some() {
+            entries.push((INodeNo(PRIMARY_INO), FileType::RegularFile, ".primary".to_owned()));
+        }
         for db in self.store.list() {
             if !db.exists() {
                 continue;
@@ -570,7 +691,7 @@ impl Filesystem for Fs {
             Node::File(id, kind) => {
                 self.db(id).and_then(|db| db.unlink(kind).map_err(|e| errno::errno(&e)))
             }
-            Node::Pos(_) => Err(Errno::EACCES),
+            Node::Pos(_) | Node::Primary | Node::Lag => Err(Errno::EACCES),
             Node::Root => Err(Errno::EISDIR),
         };
         match res {

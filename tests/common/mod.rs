@@ -35,7 +35,8 @@ impl Node {
         let mnt = root.join("mnt");
         let rt = litefleet::rt::runtime().unwrap();
         let opts = DbOptions { compress: true, node_id: NodeId(7) };
-        let store = Arc::new(Store::open(&data, opts, rt.handle().clone()).unwrap());
+        let store =
+            Arc::new(Store::open(&data, opts, rt.handle().clone(), Default::default()).unwrap());
         let mounted = Mounted::mount(store.clone(), &mnt, false, 2).unwrap();
         Node { root: root.to_owned(), data, mnt, store, mounted: Some(mounted), rt: Some(rt) }
     }

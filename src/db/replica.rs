@@ -1,0 +1,225 @@
+//! Applying a replicated LTX file on a replica, so that readers see whole transactions only.
+//!
+//! Order (crash safety): the file is verified against the local state first
+//! ([`Incoming::check`]: nothing is written for a bad file), then stored in the LTX directory
+//! and fdatasynced, then its pages are written into the database file under SQLite's own
+//! locks, then the kernel's cached pages are dropped. A crash after the LTX file and before
+//! the pages leaves a database that lags its newest LTX file, which startup recovery
+//! re-applies.
+//!
+//! Locks are taken through the mount, as a SQLite writer would, so they conflict with the
+//! readers' locks (the kernel arbitrates POSIX locks on the mount):
+//! - rollback journal: PENDING (new readers stop at it), then the SHARED range exclusive
+//!   (waits for open read transactions to end);
+//! - WAL: the WRITE, CKPT and RECOVER locks of `-shm`, then the wal-index header is marked
+//!   invalid, so new read transactions wait (they would need the WRITE lock to rebuild it),
+//!   then READ0..READ4 exclusive (waits for open read transactions). After the pages are
+//!   written the header is rewritten valid with its change counter bumped, so every reader
+//!   drops its page cache; replicas never have WAL frames (`mxFrame` 0).
+//!
+//! If an apply fails after the header was invalidated, the next reader rebuilds the
+//! wal-index itself (SQLite's WAL recovery), from an empty WAL: nothing is lost.
+//!
+//! Both ways, readers arriving while a file is applied wait (SQLITE_BUSY through their busy
+//! handler) instead of starving the applier, and a long read transaction delays applying
+//! until it ends, for at most [`LOCK_TIMEOUT`], after which the attempt fails and the
+//! transfer is retried.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use super::log::LtxLog;
+use super::{DbError, FileKind, Files, open_rw};
+use crate::core::repl::Incoming;
+use crate::core::sqlite::{DbHeader, JournalMode, WalChecksum};
+use crate::core::types::Pos;
+use crate::node::NodeCtx;
+
+/// How long the applier waits for readers before giving up one attempt.
+pub const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+const PENDING_BYTE: i64 = 0x4000_0000;
+const SHARED_FIRST: i64 = PENDING_BYTE + 2;
+const SHARED_SIZE: i64 = 510;
+const SHM_WRITE: i64 = 120;
+const SHM_READ0: i64 = 123;
+const SHM_READ_N: i64 = 5;
+
+/// What the actor needs to apply files.
+pub struct ApplyCtx {
+    pub name: String,
+    pub dir: PathBuf,
+    pub files: Arc<RwLock<Files>>,
+    pub node: Arc<NodeCtx>,
+}
+
+impl ApplyCtx {
+    fn set_file(&self, kind: FileKind, f: Option<Arc<File>>) {
+        self.files.write().unwrap_or_else(|e| e.into_inner())[kind.index()] = f;
+    }
+
+    fn file(&self, kind: FileKind) -> Option<Arc<File>> {
+        self.files.read().unwrap_or_else(|e| e.into_inner())[kind.index()].clone()
+    }
+}
+
+/// Verifies and applies one LTX file; returns the new position.
+pub fn apply(log: &mut LtxLog, ctx: &ApplyCtx, ltx: &[u8]) -> Result<Pos, DbError> {
+    let inc = Incoming::check(ltx, ltx.len() as u64, &log.state)
+        .map_err(|e| DbError::Rejected(e.to_string()))?;
+    // Durable first: recovery can finish what the crash interrupted.
+    log.store_received(inc.min_txid, inc.pos.txid, ltx)?;
+    let mount = ctx.node.mount_dir();
+    let db_path = ctx.dir.join(FileKind::Database.backing_name());
+    let mode = current_mode(ctx);
+    {
+        let _guard = match (&mount, mode) {
+            (Some(m), Some(mode)) => Some(Guard::take(&m.join(&ctx.name), mode)?),
+            _ => None,
+        };
+        if inc.commit == 0 {
+            for kind in FileKind::ALL {
+                let _ = fs::remove_file(ctx.dir.join(kind.backing_name()));
+                ctx.set_file(kind, None);
+            }
+        } else {
+            let f = match ctx.file(FileKind::Database) {
+                Some(f) => f,
+                None => {
+                    let f = Arc::new(open_rw(&db_path, true)?);
+                    ctx.set_file(FileKind::Database, Some(f.clone()));
+                    f
+                }
+            };
+            if inc.snapshot {
+                f.set_len(0)?;
+            }
+            for (p, data, _) in &inc.pages {
+                f.write_all_at(data, p.offset(inc.page_size))?;
+            }
+            f.set_len(u64::from(inc.commit) * u64::from(inc.page_size))?;
+            if let Some(g) = &_guard {
+                g.finish(inc.commit)?;
+            }
+        }
+        if let Some(k) = ctx.node.kernel() {
+            k.db_changed(&ctx.name);
+        }
+    }
+    log.adopt(&inc);
+    Ok(inc.pos)
+}
+
+/// The journal mode readers of the current database file use, if it exists.
+fn current_mode(ctx: &ApplyCtx) -> Option<JournalMode> {
+    let f = ctx.file(FileKind::Database)?;
+    let mut b = [0u8; 100];
+    f.read_exact_at(&mut b, 0).ok()?;
+    DbHeader::parse(&b).ok().map(|h| h.journal_mode())
+}
+
+fn lock(fd: &File, kind: i32, start: i64, len: i64) -> io::Result<bool> {
+    // SAFETY: a zeroed flock is a valid argument; fcntl reads it and the fd is open.
+    let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+    fl.l_type = kind as i16;
+    fl.l_whence = libc::SEEK_SET as i16;
+    fl.l_start = start;
+    fl.l_len = len;
+    // Open-file-description locks: owned by this descriptor, so no other thread's close
+    // can drop them, and they conflict with SQLite's POSIX locks.
+    // SAFETY: valid fd and pointer to an initialised flock.
+    let rc = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_OFD_SETLK, &fl) };
+    if rc == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Retries a lock until it is granted or [`LOCK_TIMEOUT`] passes.
+fn lock_wait(fd: &File, start: i64, len: i64, what: &str) -> io::Result<()> {
+    let mut waited = Duration::ZERO;
+    let mut step = Duration::from_micros(200);
+    loop {
+        if lock(fd, libc::F_WRLCK, start, len)? {
+            return Ok(());
+        }
+        if waited >= LOCK_TIMEOUT {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("readers held the {what} lock for {LOCK_TIMEOUT:?}"),
+            ));
+        }
+        std::thread::sleep(step);
+        waited += step;
+        step = (step * 2).min(Duration::from_millis(5));
+    }
+}
+
+/// SQLite's locks held for one apply; released on drop (OFD locks go with the fd).
+struct Guard {
+    _db: File,
+    shm: Option<File>,
+    /// The wal-index header as it was, to rewrite valid after the apply.
+    hdr: Option<[u8; 48]>,
+}
+
+impl Guard {
+    fn take(db_path: &Path, mode: JournalMode) -> Result<Guard, DbError> {
+        let db = OpenOptions::new().read(true).write(true).open(db_path)?;
+        if mode == JournalMode::Rollback {
+            lock_wait(&db, PENDING_BYTE, 1, "PENDING")?;
+            lock_wait(&db, SHARED_FIRST, SHARED_SIZE, "SHARED")?;
+            return Ok(Guard { _db: db, shm: None, hdr: None });
+        }
+        let shm_path = PathBuf::from(format!("{}-shm", db_path.display()));
+        let shm = match OpenOptions::new().read(true).write(true).open(&shm_path) {
+            Ok(f) => f,
+            // No reader ever opened the database in WAL mode: no wal-index to respect.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(Guard { _db: db, shm: None, hdr: None });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        lock_wait(&shm, SHM_WRITE, 3, "WAL WRITE")?;
+        let mut hdr = [0u8; 48];
+        let valid = shm.read_exact_at(&mut hdr, 0).is_ok() && hdr[12] == 1;
+        if valid {
+            // New read transactions now find an invalid header and wait for the WRITE lock.
+            let mut bad = hdr;
+            bad[12] = 0;
+            shm.write_all_at(&bad, 0)?;
+            shm.write_all_at(&bad, 48)?;
+        }
+        lock_wait(&shm, SHM_READ0, SHM_READ_N, "WAL READ")?;
+        Ok(Guard { _db: db, shm: Some(shm), hdr: valid.then_some(hdr) })
+    }
+
+    /// Rewrites the wal-index header valid: change counter + 1, no WAL frames, `commit`
+    /// pages. The header is in the host's byte order (little-endian here) and so is its
+    /// checksum, whatever the WAL's own checksum order.
+    fn finish(&self, commit: u32) -> io::Result<()> {
+        let (Some(shm), Some(mut h)) = (&self.shm, self.hdr) else { return Ok(()) };
+        let rd = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+        let change = rd(&h[8..12]).wrapping_add(1);
+        h[8..12].copy_from_slice(&change.to_le_bytes());
+        h[12] = 1;
+        h[16..20].copy_from_slice(&0u32.to_le_bytes()); // mxFrame
+        h[20..24].copy_from_slice(&commit.to_le_bytes()); // nPage
+        let mut sum = WalChecksum { s1: 0, s2: 0, big_endian: false };
+        sum.update(&h[..40]);
+        h[40..44].copy_from_slice(&sum.s1.to_le_bytes());
+        h[44..48].copy_from_slice(&sum.s2.to_le_bytes());
+        shm.write_all_at(&h, 0)?;
+        shm.write_all_at(&h, 48)?;
+        Ok(())
+    }
+}
