@@ -20,6 +20,7 @@ pub mod fuzzing;
 pub mod mount;
 pub mod net;
 pub mod node;
+pub mod repl;
 pub mod rt;
 pub mod storage;
 pub mod store;

@@ -6,6 +6,6 @@ pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("litefleet-rt")
-        .enable_time()
+        .enable_all()
         .build()
 }

@@ -4,6 +4,7 @@ mod certs;
 mod demo;
 mod ltx;
 mod mount;
+mod replication;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

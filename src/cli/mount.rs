@@ -47,11 +47,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             "config section accepted for LiteFS compatibility but not implemented; ignored"
         );
     }
-    if config.lease.kind != "static" || !config.lease.candidate {
+    if config.lease.kind != "static" {
         bail!(
-            "{}: this version runs a static-lease primary only (lease.type: static, \
-             lease.candidate: true); replicas and Consul leases come with replication",
-            path.display()
+            "{}: lease.type {:?}: this version supports the static lease only (Consul comes \
+             with failover)",
+            path.display(),
+            config.lease.kind
         );
     }
     if !args.skip_unmount && litefleet::mount::is_mounted(&config.fuse.dir) {
@@ -67,6 +68,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())
             .context("opening the data directory")?,
     );
+    let primary = config.lease.candidate;
+    node.set_writable(primary);
+    let _rt_guard = rt.enter();
+    let replication = super::replication::start(&config, &store, node_id, primary, &rt)?;
     let mounted =
         Mounted::mount(store.clone(), &config.fuse.dir, config.fuse.allow_other, args.threads)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -103,6 +108,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::SeqCst);
     retention.thread().unpark();
     let _ = retention.join();
+    if let Some(ep) = replication {
+        ep.close(0u32.into(), b"shutting down");
+    }
     mounted.unmount()?;
     for db in store.list() {
         db.shutdown();

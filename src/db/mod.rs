@@ -160,6 +160,8 @@ pub struct Db {
     files: Arc<RwLock<Files>>,
     inner: Mutex<Inner>,
     node: Arc<NodeCtx>,
+    opts: DbOptions,
+    node_id: NodeId,
     actor: OnceLock<ActorRef<DbMsg>>,
     shared: Arc<Shared>,
     pos_rx: watch::Receiver<Pos>,
@@ -204,6 +206,8 @@ impl Db {
             ltx,
             files: Arc::new(RwLock::new(files)),
             node: node.clone(),
+            opts,
+            node_id: opts.node_id,
             inner: Mutex::new(Inner {
                 page_size: 0,
                 page_count: 0,
@@ -300,6 +304,10 @@ impl Db {
             self.actor()?.send_message(DbMsg::Wake).map_err(|_| DbError::ActorGone)?;
         }
         Ok(())
+    }
+
+    fn opts_compress(&self) -> bool {
+        self.opts.compress
     }
 
     /// Refuses application writes on a replica.
@@ -602,6 +610,64 @@ impl Db {
         fs::write(&tmp, c.encode())?;
         fs::rename(&tmp, self.dir.join(cache::CACHE_FILE))?;
         Ok(())
+    }
+
+    /// A snapshot LTX file (MinTXID 1) of the database at its current position, as SQLite
+    /// sees it (database file plus committed WAL frames), for a replica that needs one.
+    /// Blocking: holds the database's commit lock while it reads every page, so the image
+    /// and the position agree.
+    pub fn snapshot(&self) -> Result<(Pos, Vec<u8>), DbError> {
+        use crate::core::ltx::{
+            FLAG_COMPRESS_LZ4, Header, LtxWriter, PageChecksums, page_checksum,
+        };
+        let inner = self.lock();
+        self.barrier(false)?;
+        let pos = self.pos();
+        let ps = inner.page_size;
+        let commit = inner.page_count;
+        if ps == 0 || pos.txid.0 == 0 {
+            return Err(DbError::NotFound("database"));
+        }
+        let header = Header {
+            flags: if self.opts_compress() { FLAG_COMPRESS_LZ4 } else { 0 },
+            page_size: ps,
+            commit,
+            min_txid: crate::core::types::Txid(1),
+            max_txid: pos.txid,
+            timestamp: now_ms(),
+            pre_apply_checksum: crate::core::types::Checksum(0),
+            wal_offset: 0,
+            wal_size: 0,
+            wal_salt1: 0,
+            wal_salt2: 0,
+            node_id: self.node_id,
+        };
+        let mut out = Vec::with_capacity(commit as usize * (ps as usize + 4) / 2 + 256);
+        let mut w = LtxWriter::new(&mut out, header)?;
+        let mut sums = PageChecksums::new();
+        let mut buf = vec![0u8; ps as usize];
+        let lock = PageNo::lock_page(ps);
+        for p in 1..=commit {
+            let pgno = PageNo(p);
+            if pgno == lock {
+                continue;
+            }
+            recover::read_logical_page(self, &inner, pgno, &mut buf)?;
+            sums.set(pgno, page_checksum(pgno, &buf));
+            w.write_page(pgno, &buf)?;
+        }
+        sums.truncate(commit);
+        if sums.checksum() != pos.checksum {
+            return Err(DbError::Recovery {
+                name: self.name.clone(),
+                reason: format!(
+                    "snapshot reads checksum {} but the position is {pos}",
+                    sums.checksum()
+                ),
+            });
+        }
+        w.finish(pos.checksum)?;
+        Ok((pos, out))
     }
 
     // ===== Commit path ===== //

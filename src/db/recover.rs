@@ -314,7 +314,12 @@ fn apply_wal_txn(
 }
 
 /// Page `pgno` as SQLite reads it: newest committed WAL copy, else the database file.
-fn read_logical_page(db: &Db, inner: &Inner, pgno: PageNo, buf: &mut [u8]) -> io::Result<()> {
+pub(super) fn read_logical_page(
+    db: &Db,
+    inner: &Inner,
+    pgno: PageNo,
+    buf: &mut [u8],
+) -> io::Result<()> {
     if let (Some(off), Some(w)) = (inner.wal.page_offset(pgno), db.file(FileKind::Wal)) {
         crate::core::commit::ReadAt::pread_exact(&*w, buf, off)?;
         return Ok(());

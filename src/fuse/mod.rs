@@ -163,6 +163,12 @@ fn node_of(ino: INodeNo) -> Option<Node> {
     })
 }
 
+/// Whether the request comes from a thread of this process (FUSE reports the calling
+/// thread's id, not the process id).
+fn own_thread(tid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
+}
+
 /// [`KernelCache`] for this mount.
 struct Kernel {
     mount: std::path::PathBuf,
@@ -424,7 +430,7 @@ impl Filesystem for Fs {
                 if writing
                     && kind != FileKind::Shm
                     && !self.store.node().writable()
-                    && req.pid() != std::process::id() =>
+                    && !own_thread(req.pid()) =>
             {
                 reply.error(Errno::EROFS)
             }

@@ -1,0 +1,200 @@
+//! The primary's side: accepts replicas over mutually authenticated QUIC and streams every
+//! database to each, one QUIC stream per database.
+//!
+//! Per database stream: subscribe to the database's committed transactions first (so none
+//! is missed), flush staged ones to the LTX directory, then catch up from disk by
+//! [`plan`] (files from the replica's position, or a snapshot), then follow the live
+//! transactions. A gap in the live feed (the subscriber lagged, or a transaction that does
+//! not continue from what was sent) goes back to catch-up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::SinkExt;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::codec::FramedWrite;
+use tracing::Instrument;
+
+use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
+use crate::core::repl::{Plan, plan};
+use crate::core::types::{Epoch, Pos, Txid};
+use crate::core::wire::Frame;
+use crate::db::Db;
+use crate::net::codec::FrameCodec;
+use crate::store::Store;
+
+const HEARTBEAT: Duration = Duration::from_millis(500);
+
+/// Accepts connections until the endpoint closes.
+pub async fn serve(endpoint: quinn::Endpoint, store: Arc<Store>, id: Identity) {
+    while let Some(incoming) = endpoint.accept().await {
+        let store = store.clone();
+        let id = id.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            async move {
+                match connection(incoming, store, id).await {
+                    Ok(()) | Err(ReplError::Closed) => tracing::info!("replica disconnected"),
+                    Err(e) => tracing::warn!(error = %e, "replica session ended"),
+                }
+            }
+            .instrument(tracing::info_span!("replica", peer = %remote)),
+        );
+    }
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    store: Arc<Store>,
+    id: Identity,
+) -> Result<(), ReplError> {
+    // The TLS handshake verifies the client certificate against the cluster CA.
+    let conn = incoming.await?;
+    let (send, recv) = conn.accept_bi().await?;
+    let (mut wr, mut rd) = framed(send, recv);
+    let hello = match next_frame(&mut rd).await? {
+        Frame::Hello(h) => h,
+        other => return Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
+    };
+    if let Err((code, message)) = id.check(&hello) {
+        let _ = wr.send(Frame::Error { code, message: message.clone() }).await;
+        return Err(ReplError::Protocol(message));
+    }
+    wr.send(id.hello()).await?;
+    tracing::info!(node = %hello.node_id, host = %hello.hostname, "replica connected");
+    let positions: HashMap<String, Pos> = match next_frame(&mut rd).await? {
+        Frame::PosMap(v) => v.into_iter().map(|p| (p.name, p.pos)).collect(),
+        other => {
+            return Err(ReplError::Protocol(format!("expected POS_MAP, got {}", other.name())));
+        }
+    };
+    let mut created = store.subscribe_created();
+    let mut streams = tokio::task::JoinSet::new();
+    for db in store.list() {
+        let pos = positions.get(db.name()).copied();
+        streams.spawn(db_stream(conn.clone(), db, pos, id.epoch));
+    }
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
+            }
+            f = next_frame(&mut rd) => match f? {
+                Frame::Ack { name, pos } => tracing::trace!(db = %name, %pos, "ack"),
+                Frame::Heartbeat { .. } => {}
+                other => {
+                    return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
+                }
+            },
+            name = created.recv() => match name {
+                Ok(name) => {
+                    if let Some(db) = store.get(&name) {
+                        streams.spawn(db_stream(conn.clone(), db, None, id.epoch));
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {
+                    // Missed creations: start streams for databases without one.
+                    return Err(ReplError::Protocol("database creations missed; reconnect".into()));
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            Some(r) = streams.join_next() => {
+                match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(e) => return Err(ReplError::Protocol(format!("stream task: {e}"))),
+                }
+            }
+        }
+    }
+}
+
+/// Streams one database to one replica, forever.
+async fn db_stream(
+    conn: quinn::Connection,
+    db: Arc<Db>,
+    replica: Option<Pos>,
+    epoch: Epoch,
+) -> Result<(), ReplError> {
+    let name = db.name().to_owned();
+    let span = tracing::info_span!("db", db = %name);
+    async move {
+        let send = conn.open_uni().await?;
+        let mut wr: Writer = FramedWrite::new(send, FrameCodec::default());
+        let mut events = db.events();
+        let mut at = replica;
+        loop {
+            at = catch_up(&db, &mut wr, at, epoch).await?;
+            // Live: one file per transaction, straight from memory.
+            loop {
+                match events.recv().await {
+                    Ok(c) if Some(c.pre) == at => {
+                        send_ltx(&mut wr, &name, epoch, c.ltx.clone()).await?;
+                        at = Some(c.pos);
+                    }
+                    Ok(c) if at.is_some_and(|a| c.pos.txid <= a.txid) => {} // sent by catch-up
+                    Ok(_) | Err(RecvError::Lagged(_)) => break,             // a gap: back to disk
+                    Err(RecvError::Closed) => return Ok(()),
+                }
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Sends what the replica at `at` needs to reach the primary's current position.
+async fn catch_up(
+    db: &Arc<Db>,
+    wr: &mut Writer,
+    mut at: Option<Pos>,
+    epoch: Epoch,
+) -> Result<Option<Pos>, ReplError> {
+    db.flush().await?;
+    let target = db.pos();
+    if target.txid == Txid::ZERO {
+        return Ok(at);
+    }
+    let dir = db.ltx_dir().clone();
+    let files = tokio::task::spawn_blocking(move || dir.list())
+        .await
+        .map_err(|e| ReplError::Protocol(e.to_string()))??;
+    let ranges: Vec<(Txid, Txid)> = files.iter().map(|(a, b, _)| (*a, *b)).collect();
+    let deleted = !db.exists();
+    match plan(at, target, &ranges, deleted) {
+        Plan::UpToDate => {}
+        Plan::Files(idx) => {
+            for i in idx {
+                let path = files[i].2.clone();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+                    .await
+                    .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                let bytes = Bytes::from(bytes);
+                let (_, pos) = file_pos(&bytes)
+                    .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
+                send_ltx(wr, db.name(), epoch, bytes).await?;
+                at = Some(pos);
+            }
+        }
+        Plan::Deletion(i) => {
+            let bytes = Bytes::from(std::fs::read(&files[i].2)?);
+            let (_, pos) = file_pos(&bytes)
+                .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
+            send_ltx(wr, db.name(), epoch, bytes).await?;
+            at = Some(pos);
+        }
+        Plan::Snapshot(reason) => {
+            tracing::info!(?reason, replica = ?at, primary = %target, "sending a snapshot");
+            let d = db.clone();
+            let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
+                .await
+                .map_err(|e| ReplError::Protocol(e.to_string()))??;
+            send_ltx(wr, db.name(), epoch, Bytes::from(bytes)).await?;
+            at = Some(pos);
+        }
+    }
+    Ok(at)
+}

@@ -1,0 +1,152 @@
+//! The replica's side: dials the primary, announces its positions, and applies what
+//! arrives on each database stream. Any error ends the session; the replica reconnects with
+//! backoff and the primary plans again from the replica's positions, so a bad or
+//! interrupted transfer is re-fetched, never applied.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::codec::FramedRead;
+use tracing::Instrument;
+
+use super::{Identity, ReplError, framed, next_frame};
+use crate::core::types::Pos;
+use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler};
+use crate::net::codec::FrameCodec;
+use crate::store::Store;
+
+/// Where the primary is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    /// Name the primary's certificate must carry (host of its advertise URL).
+    pub server_name: String,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+
+/// Follows the primary forever, reconnecting with backoff.
+pub async fn follow(endpoint: quinn::Endpoint, store: Arc<Store>, id: Identity, target: Target) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let span = tracing::info_span!("primary", addr = %target.addr);
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let started = std::time::Instant::now();
+        let r = session(&endpoint, &store, &id, &target).instrument(span).await;
+        store.node().set_primary(None);
+        match r {
+            Ok(()) => tracing::info!("primary closed the session"),
+            Err(e) => tracing::warn!(error = %e, "replication session ended; reconnecting"),
+        }
+        // A session that lasted resets the backoff.
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = BACKOFF_MIN;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn session(
+    endpoint: &quinn::Endpoint,
+    store: &Arc<Store>,
+    id: &Identity,
+    target: &Target,
+) -> Result<(), ReplError> {
+    let conn = endpoint.connect(target.addr, &target.server_name)?.await?;
+    let (send, recv) = conn.open_bi().await?;
+    let (mut wr, mut rd) = framed(send, recv);
+    wr.send(id.hello()).await?;
+    let hello = match next_frame(&mut rd).await? {
+        Frame::Hello(h) => h,
+        other => return Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
+    };
+    if let Err((code, message)) = id.check(&hello) {
+        let _ = wr.send(Frame::Error { code, message: message.clone() }).await;
+        return Err(ReplError::Protocol(message));
+    }
+    let positions: Vec<DbPos> = store
+        .list()
+        .into_iter()
+        .filter(|d| d.pos().txid.0 > 0)
+        .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
+        .collect();
+    wr.send(Frame::PosMap(positions)).await?;
+    store.node().set_primary(Some(hello.hostname.clone()));
+    tracing::info!(host = %hello.hostname, "following the primary");
+
+    let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(String, Pos)>();
+    let mut streams = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            s = conn.accept_uni() => {
+                let recv = s?;
+                streams.spawn(db_stream(recv, store.clone(), ack_tx.clone()));
+            }
+            f = next_frame(&mut rd) => match f? {
+                Frame::Heartbeat { time_ms, .. } => store.node().note_primary_time(time_ms),
+                Frame::Ready { .. } => {}
+                other => {
+                    return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
+                }
+            },
+            Some((name, pos)) = ack_rx.recv() => {
+                wr.send(Frame::Ack { name, pos }).await?;
+            }
+            Some(r) = streams.join_next() => match r {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    let code = match &e {
+                        ReplError::Db(_) => ErrorCode::InvalidLtx,
+                        _ => ErrorCode::Internal,
+                    };
+                    let _ = wr.send(Frame::Error { code, message: e.to_string() }).await;
+                    return Err(e);
+                }
+                Err(e) => return Err(ReplError::Protocol(format!("stream task: {e}"))),
+            },
+        }
+    }
+}
+
+/// Applies the files of one database stream in order.
+async fn db_stream(
+    recv: quinn::RecvStream,
+    store: Arc<Store>,
+    acks: mpsc::UnboundedSender<(String, Pos)>,
+) -> Result<(), ReplError> {
+    let mut rd = FramedRead::new(recv, FrameCodec::default());
+    let mut asm = LtxAssembler::new();
+    while let Some(f) = rd.next().await {
+        let f = f?;
+        if let Frame::Error { code, message } = f {
+            return Err(ReplError::Remote { code, message });
+        }
+        let Some(got) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? else {
+            continue;
+        };
+        let name = got.begin.name.clone();
+        let stamp = super::file_pos(&got.file).map(|(h, _)| h.timestamp);
+        let db = match store.get(&name) {
+            Some(db) => db,
+            None => {
+                // Opening a database starts its actor, which blocks: not on a runtime thread.
+                let (s, n) = (store.clone(), name.clone());
+                tokio::task::spawn_blocking(move || s.create(&n))
+                    .await
+                    .map_err(|e| ReplError::Protocol(e.to_string()))??
+            }
+        };
+        let pos = db.apply_ltx(got.file).await?;
+        if let Some(ms) = stamp {
+            store.node().note_primary_time(ms);
+        }
+        tracing::debug!(db = %name, %pos, "applied");
+        let _ = acks.send((name, pos));
+    }
+    Ok(())
+}
