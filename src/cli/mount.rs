@@ -63,13 +63,14 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
     let node = Arc::new(litefleet::node::NodeCtx::default());
+    // Before recovery: a replica resyncs a diverged database instead of refusing to start.
+    node.set_writable(config.lease.candidate);
     let opts = DbOptions { compress: config.data.compress, node_id };
     let store = Arc::new(
         Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())
             .context("opening the data directory")?,
     );
     let primary = config.lease.candidate;
-    node.set_writable(primary);
     let _rt_guard = rt.enter();
     let replication = super::replication::start(&config, &store, node_id, primary, &rt)?;
     let mounted =

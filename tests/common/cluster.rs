@@ -1,0 +1,207 @@
+//! A cluster of `litefleet mount` processes on loopback for replication tests: node `n1` is
+//! the static primary, the others follow it over QUIC with certificates from a fresh CA.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use litefleet::core::types::Pos;
+
+pub struct ClusterNode {
+    pub name: String,
+    pub root: PathBuf,
+    pub mnt: PathBuf,
+    pub data: PathBuf,
+    pub cfg: PathBuf,
+    pub child: Option<Child>,
+}
+
+pub struct Cluster {
+    pub root: PathBuf,
+    pub nodes: Vec<ClusterNode>,
+}
+
+fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[allow(clippy::disallowed_methods)]
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Cluster {
+    /// Writes configs and certificates for `n` nodes and starts them all.
+    pub fn start(root: &Path, n: usize) -> Cluster {
+        let certs = root.join("certs");
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+            .args(["certs", "dev", "--out"])
+            .arg(&certs)
+            .arg("--nodes")
+            .arg(names.join(","))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let port = free_udp_port();
+        let nodes = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let nroot = root.join(name);
+                std::fs::create_dir_all(&nroot).unwrap();
+                let own = if i == 0 { port } else { free_udp_port() };
+                let cfg = nroot.join("litefs.yml");
+                std::fs::write(
+                    &cfg,
+                    format!(
+                        "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\nhttp:\n  addr: \"127.0.0.1:{own}\"\n\
+                         lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"http://127.0.0.1:{port}\"\n\
+                         tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
+                        mnt = nroot.join("mnt"),
+                        data = nroot.join("data"),
+                        cand = i == 0,
+                        ca = certs.join("ca.pem"),
+                        cert = certs.join(format!("{name}.pem")),
+                        key = certs.join(format!("{name}-key.pem")),
+                    ),
+                )
+                .unwrap();
+                ClusterNode {
+                    name: name.clone(),
+                    mnt: nroot.join("mnt"),
+                    data: nroot.join("data"),
+                    root: nroot,
+                    cfg,
+                    child: None,
+                }
+            })
+            .collect();
+        let mut c = Cluster { root: root.to_owned(), nodes };
+        for i in 0..n {
+            c.start_node(i);
+        }
+        c
+    }
+
+    pub fn start_node(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(node.root.join("node.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+            .arg("mount")
+            .arg("--config")
+            .arg(&node.cfg)
+            .env("LITEFLEET_LOG", "info,litefleet=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        node.child = Some(child);
+        let mnt = node.mnt.clone();
+        wait_for("the mount", Duration::from_secs(30), || litefleet::mount::is_mounted(&mnt));
+    }
+
+    /// SIGTERM and wait.
+    pub fn stop_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let st = c.wait().unwrap();
+            assert!(st.success(), "{} exited with {st}", self.nodes[i].name);
+        }
+    }
+
+    /// kill -9, and clear the dead mount.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let _ = litefleet::mount::force_unmount(&self.nodes[i].mnt);
+    }
+
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.nodes[i].root.join("node.log")).unwrap_or_default()
+    }
+
+    pub fn db(&self, i: usize, db: &str) -> PathBuf {
+        self.nodes[i].mnt.join(db)
+    }
+
+    pub fn pos(&self, i: usize, db: &str) -> Option<Pos> {
+        std::fs::read_to_string(self.nodes[i].mnt.join(format!("{db}-pos"))).ok()?.parse().ok()
+    }
+
+    /// Runs SQL with the sqlite3 CLI on node `i`; returns (success, stdout + stderr).
+    pub fn sql(&self, i: usize, db: &str, sql: &str) -> (bool, String) {
+        let out = Command::new("sqlite3")
+            .arg("-cmd")
+            .arg(".timeout 10000")
+            .arg(self.db(i, db))
+            .arg(sql)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    }
+
+    pub fn sql_ok(&self, i: usize, db: &str, sql: &str) -> String {
+        let (ok, text) = self.sql(i, db, sql);
+        assert!(ok, "node {i} {db}: {sql}: {text}");
+        text
+    }
+
+    /// Waits until every node serves `db` at the primary's position.
+    pub fn wait_converged(&self, db: &str, timeout: Duration) -> Pos {
+        let want = self.pos(0, db).expect("primary position");
+        for i in 1..self.nodes.len() {
+            if self.nodes[i].child.is_none() {
+                continue;
+            }
+            wait_for(&format!("{} to reach {want} on {db}", self.nodes[i].name), timeout, || {
+                self.pos(i, db) == Some(want)
+            });
+        }
+        want
+    }
+
+    /// The primary's database file after a checkpoint (the image every replica must hold).
+    pub fn primary_image(&self, db: &str) -> Vec<u8> {
+        let mode = self.sql_ok(0, db, "PRAGMA journal_mode;");
+        if mode.trim() == "wal" {
+            self.sql_ok(0, db, "PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+        std::fs::read(self.nodes[0].data.join("dbs").join(db).join("database")).unwrap()
+    }
+
+    pub fn replica_image(&self, i: usize, db: &str) -> Vec<u8> {
+        std::fs::read(self.nodes[i].data.join("dbs").join(db).join("database")).unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                // SAFETY: signalling our own child.
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+                let _ = c.wait();
+            }
+            if litefleet::mount::is_mounted(&n.mnt) {
+                let _ = litefleet::mount::force_unmount(&n.mnt);
+            }
+        }
+    }
+}
