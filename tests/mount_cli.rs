@@ -163,7 +163,10 @@ fn demo_writes_through_a_node_and_cleans_up() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("position 0000000000000003/"), "{text}");
+    // Three nodes by default: every one shows a position.
+    for n in ["n1 txid", "n2 txid", "n3 txid"] {
+        assert!(text.contains(n), "{n}: {text}");
+    }
     let rows: u64 = text
         .split("stopping: ")
         .nth(1)
@@ -172,5 +175,7 @@ fn demo_writes_through_a_node_and_cleans_up() {
         .unwrap_or(0);
     assert!(rows > 5, "{text}");
     assert!(!dir.exists(), "demo directory removed");
-    assert!(!litefleet::mount::is_mounted(&dir.join("n1/mnt")));
+    for n in ["n1", "n2", "n3"] {
+        assert!(!litefleet::mount::is_mounted(&dir.join(n).join("mnt")));
+    }
 }

@@ -1,6 +1,7 @@
-//! `litefleet demo`: a local node (separate `litefleet mount` process, temporary
-//! directories), a writer committing to `demo.db` through the mount, and a live line with
-//! the position, commits and commit latency. Prints the mount path so a person can open the
+//! `litefleet demo`: a local cluster (one `litefleet mount` process per node, a static
+//! primary and replicas over QUIC with mutual TLS, temporary directories, loopback ports),
+//! a writer committing to `demo.db` on the primary, and a live line with each node's
+//! position and lag. Prints the mount path so a person can open the
 //! database with `sqlite3`; cleans up on Ctrl-C (or after `--duration`).
 
 use std::io::Write;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 pub struct DemoArgs {
+    pub nodes: usize,
     pub dir: Option<PathBuf>,
     pub duration: Option<Duration>,
     pub interval: Duration,
@@ -66,39 +68,76 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut cleanup = Cleanup { root: root.clone(), nodes: Vec::new() };
     let exe = std::env::current_exe()?;
 
-    let node = root.join("n1");
-    let mnt = node.join("mnt");
-    let cfg = node.join("litefs.yml");
-    std::fs::create_dir_all(&node)?;
-    std::fs::write(
-        &cfg,
-        format!(
-            "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {:?}\nlease:\n  type: static\n  candidate: true\n",
-            node.join("data")
-        ),
-    )?;
-    let log = std::fs::File::create(node.join("node.log"))?;
-    let child = Command::new(&exe)
-        .arg("mount")
-        .arg("--config")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        // Ctrl-C reaches the demo; it stops the node itself, in order.
-        .process_group(0)
-        .spawn()
-        .context("starting the node")?;
-    cleanup.nodes.push((mnt.clone(), child));
-    wait_mounted(&mnt, &mut cleanup.nodes[0].1)?;
+    let nodes = args.nodes.max(1);
+    let names: Vec<String> = (1..=nodes).map(|i| format!("n{i}")).collect();
+    // The repository's INSECURE development certificates when run from a checkout (they
+    // cover n1..n3), else a fresh development set.
+    let repo_certs = Path::new("certs-dev");
+    let certs = if repo_certs.join("ca.pem").exists()
+        && names.iter().all(|n| repo_certs.join(format!("{n}.pem")).exists())
+    {
+        repo_certs.canonicalize()?
+    } else {
+        let dir = root.join("certs");
+        litefleet::certs::dev(&dir, &names)?;
+        dir
+    };
+    let free_port = || -> anyhow::Result<u16> {
+        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    };
+    let primary_port = free_port()?;
+    let mut mounts = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let node = root.join(name);
+        let mnt = node.join("mnt");
+        let cfg = node.join("litefs.yml");
+        std::fs::create_dir_all(&node)?;
+        let port = if i == 0 { primary_port } else { free_port()? };
+        std::fs::write(
+            &cfg,
+            format!(
+                "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\nhttp:\n  addr: \"127.0.0.1:{port}\"\n\
+                 lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"http://127.0.0.1:{primary_port}\"\n\
+                 tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
+                data = node.join("data"),
+                cand = i == 0,
+                ca = certs.join("ca.pem"),
+                cert = certs.join(format!("{name}.pem")),
+                key = certs.join(format!("{name}-key.pem")),
+            ),
+        )?;
+        let log = std::fs::File::create(node.join("node.log"))?;
+        let child = Command::new(&exe)
+            .arg("mount")
+            .arg("--config")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            // Ctrl-C reaches the demo; it stops the nodes itself, in order.
+            .process_group(0)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        cleanup.nodes.push((mnt.clone(), child));
+        wait_mounted(&mnt, &mut cleanup.nodes[i].1)?;
+        mounts.push(mnt);
+    }
 
-    let db = mnt.join("demo.db");
-    println!("litefleet demo: one node (static lease, primary)");
-    println!("  mount     {}", mnt.display());
-    println!("  data      {}", node.join("data").display());
-    println!("  node log  {}", node.join("node.log").display());
-    println!("  try       sqlite3 {} 'SELECT count(*), max(at) FROM events'", db.display());
-    println!("  stop      Ctrl-C (removes {})", root.display());
+    let db = mounts[0].join("demo.db");
+    println!("litefleet demo: {nodes} nodes on loopback (static lease, n1 primary), QUIC + mTLS");
+    println!("  certificates  {} (INSECURE development set)", certs.display());
+    for (name, mnt) in names.iter().zip(&mounts) {
+        println!(
+            "  {name}  mount {}   log {}",
+            mnt.display(),
+            mnt.with_file_name("node.log").display()
+        );
+    }
+    println!(
+        "  try           sqlite3 {} 'SELECT count(*), max(at) FROM events'",
+        mounts[nodes - 1].join("demo.db").display()
+    );
+    println!("  stop          Ctrl-C (removes {})", root.display());
 
     let conn = rusqlite::Connection::open(&db)?;
     conn.busy_timeout(Duration::from_secs(5))?;
@@ -118,12 +157,15 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         insert.execute([])?;
         last_us = t.elapsed().as_micros();
         commits += 1;
-        let pos = std::fs::read_to_string(mnt.join("demo.db-pos")).unwrap_or_default();
-        write!(
-            out,
-            "\r  demo.db   position {}   commits {commits}   last commit {last_us} us   ",
-            pos.trim()
-        )?;
+        let mut line = format!("\r  commits {commits}  last {last_us} us |");
+        for (name, mnt) in names.iter().zip(&mounts) {
+            let pos = std::fs::read_to_string(mnt.join("demo.db-pos")).unwrap_or_default();
+            let txid = pos.split('/').next().unwrap_or("-").trim_start_matches('0');
+            let lag = std::fs::read_to_string(mnt.join(".lag")).unwrap_or_default();
+            let lag: i64 = lag.trim().parse().unwrap_or(-1);
+            line.push_str(&format!(" {name} txid {txid:>4} lag {lag:>4} ms |"));
+        }
+        write!(out, "{line}  ")?;
         out.flush()?;
         std::thread::sleep(args.interval);
     }

@@ -39,9 +39,12 @@ enum Command {
         #[arg(last = true)]
         exec: Vec<String>,
     },
-    /// Start a local demo node in temporary directories, write to it and show its position
-    /// live; Ctrl-C stops and cleans up.
+    /// Start a local cluster (primary + replicas over QUIC, temporary directories), write on
+    /// the primary and show every node's position and lag live; Ctrl-C stops and cleans up.
     Demo {
+        /// Number of nodes (the first is the primary).
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
         /// Directory for the demo's nodes (default: a new one under the temp dir).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -105,7 +108,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ltx(cmd) => ltx::run(cmd),
         Command::Certs(cmd) => certs::run(cmd),
-        Command::Demo { dir, duration, interval_ms } => demo::run(demo::DemoArgs {
+        Command::Demo { nodes, dir, duration, interval_ms } => demo::run(demo::DemoArgs {
+            nodes,
             dir,
             duration: duration.map(std::time::Duration::from_secs_f64),
             interval: std::time::Duration::from_millis(interval_ms),
