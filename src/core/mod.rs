@@ -9,6 +9,8 @@
 pub mod commit;
 pub mod ltx;
 pub mod repl;
+#[cfg(test)]
+mod repl_sim;
 pub mod sqlite;
 pub mod types;
 pub mod wire;
