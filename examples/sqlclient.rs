@@ -62,7 +62,9 @@ fn write(db: &str, mode: &str, sync: &str, log: &str) {
                 .unwrap();
         }
         tx.commit().unwrap();
-        writeln!(log, "{}", next * 1000).unwrap();
+        // One write(2) per line: `writeln!` on a File may split it into two, and a kill
+        // between them would glue this id to the next run's first one.
+        log.write_all(format!("{}\n", next * 1000).as_bytes()).unwrap();
         log.sync_data().unwrap();
         next += 1;
     }

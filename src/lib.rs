@@ -17,6 +17,7 @@ pub mod core;
 pub mod db;
 pub mod fuse;
 pub mod fuzzing;
+pub mod lease;
 pub mod mount;
 pub mod net;
 pub mod node;

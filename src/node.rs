@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 /// applier takes SQLite's locks through it).
 pub trait KernelCache: Send + Sync {
     fn mount_dir(&self) -> &Path;
-    /// The database `name` changed: drop its cached pages, attributes and directory entries.
-    fn db_changed(&self, name: &str);
+    /// The database `name` changed: drop its cached pages (`pages` as byte ranges, `None`
+    /// for all), attributes and directory entries.
+    fn db_changed(&self, name: &str, pages: Option<&[(u64, u64)]>);
 }
 
 /// See the module docs.

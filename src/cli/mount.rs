@@ -70,9 +70,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())
             .context("opening the data directory")?,
     );
-    let primary = config.lease.candidate;
     let _rt_guard = rt.enter();
-    let replication = super::replication::start(&config, &store, node_id, primary, &rt)?;
+    let replication = super::replication::start(&config, &store, node_id, &rt)?;
     let mounted =
         Mounted::mount(store.clone(), &config.fuse.dir, config.fuse.allow_other, args.threads)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -109,8 +108,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::SeqCst);
     retention.thread().unpark();
     let _ = retention.join();
-    if let Some(ep) = replication {
-        ep.close(0u32.into(), b"shutting down");
+    if let Some(sup) = replication {
+        // Read-only first, then the lease is released and every link closed.
+        let _ = rt.block_on(sup.stop_and_wait(Some("shutting down".into()), Some(SHUTDOWN)));
     }
     mounted.unmount()?;
     for db in store.list() {
@@ -118,6 +118,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
+
+/// How long shutdown waits for the replication actors.
+const SHUTDOWN: Duration = Duration::from_secs(5);
 
 fn shell_join(args: &[String]) -> String {
     args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")

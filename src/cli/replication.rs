@@ -8,25 +8,18 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use litefleet::config::Config;
-use litefleet::core::types::{Epoch, NodeId};
+use litefleet::core::types::NodeId;
 use litefleet::core::wire::Role;
-use litefleet::repl::{Identity, primary, replica};
+use litefleet::lease::{LeaseBackend, STATIC_EPOCH, StaticLease};
+use litefleet::repl::Identity;
+use litefleet::repl::supervisor::{ReplSupervisor, SupArgs, SupMsg, url_host_port};
 use litefleet::store::Store;
 use litefleet::tls::{Credentials, TlsFiles};
-
-/// `host:port` of a URL like `http://host:port/path`.
-fn url_host_port(url: &str) -> Option<(String, u16)> {
-    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
-    let hostport = rest.split('/').next()?;
-    let (host, port) = match hostport.rsplit_once(':') {
-        Some((h, p)) => (h, p.parse().ok()?),
-        None => (hostport, 20202),
-    };
-    Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
-}
+use ractor::{Actor, ActorRef};
 
 fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
     (host, port)
@@ -36,21 +29,22 @@ fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
         .with_context(|| format!("{host}:{port} resolves to no address"))
 }
 
-/// Starts replication; returns the endpoint (closed at shutdown), or `None` when the config
-/// has no TLS keys (a single node).
+/// Starts the replication supervisor (lease, QUIC server or follower); `None` when the
+/// config has no TLS keys (a single node, writable if it is the candidate).
 pub fn start(
     config: &Config,
     store: &Arc<Store>,
     node_id: NodeId,
-    primary_role: bool,
     rt: &tokio::runtime::Runtime,
-) -> anyhow::Result<Option<quinn::Endpoint>> {
+) -> anyhow::Result<Option<ActorRef<SupMsg>>> {
+    let candidate = config.lease.candidate;
     let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key)
     else {
-        if !primary_role {
+        if !candidate {
             bail!("a replica needs tls.ca, tls.cert and tls.key to reach the primary");
         }
         tracing::warn!("no tls.ca/tls.cert/tls.key: replication is off (single node)");
+        store.node().set_writable(true);
         return Ok(None);
     };
     let creds =
@@ -62,48 +56,54 @@ pub fn start(
         .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
         .map(|s| s.trim().to_owned())
         .unwrap_or_default();
+    let advertise_url = config.lease.advertise_url.clone().unwrap_or_default();
     let id = Identity {
         cluster_id: store.cluster_id(),
         node_id,
-        epoch: Epoch(1),
-        role: if primary_role { Role::Primary } else { Role::Replica },
+        epoch: STATIC_EPOCH,
+        role: if candidate { Role::Primary } else { Role::Replica },
         hostname,
-        advertise_url: config.lease.advertise_url.clone().unwrap_or_default(),
+        advertise_url: advertise_url.clone(),
     };
-    if primary_role {
-        let listen = config.quic.addr.clone().unwrap_or_else(|| config.http.addr.clone());
-        let (host, port) = url_host_port(&listen).context("quic.addr / http.addr")?;
-        let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
-        let addr = resolve(&host, port)?;
-        let ep = quinn::Endpoint::server(creds.server_config()?, addr)
-            .with_context(|| format!("listening on UDP {addr}"))?;
-        tracing::info!(%addr, "replication: serving replicas over QUIC");
-        rt.spawn(primary::serve(ep.clone(), store.clone(), id));
-        Ok(Some(ep))
-    } else {
-        let url = config
-            .quic
-            .primary_addr
-            .clone()
-            .or_else(|| config.lease.advertise_url.clone())
-            .context("lease.advertise-url (the primary's URL) or quic.primary-addr")?;
-        let (host, port) =
-            url_host_port(&url).with_context(|| format!("bad primary address {url:?}"))?;
-        let addr = resolve(&host, port)?;
-        let bind: SocketAddr =
-            if addr.is_ipv4() { "0.0.0.0:0".parse()? } else { "[::]:0".parse()? };
-        let mut ep = quinn::Endpoint::client(bind).context("binding a UDP socket")?;
-        ep.set_default_client_config(creds.client_config()?);
-        tracing::info!(%addr, server = %host, "replication: following the primary");
-        let target = replica::Target { addr, server_name: host };
-        rt.spawn(replica::follow(ep.clone(), store.clone(), id, target));
-        Ok(Some(ep))
+    let listen = config.quic.addr.clone().unwrap_or_else(|| config.http.addr.clone());
+    let (host, port) = url_host_port(&listen).context("quic.addr / http.addr")?;
+    let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
+    let listen = resolve(&host, port)?;
+    // On a static replica, lease.advertise-url is the primary's URL (as in LiteFS).
+    let primary_url = config.quic.primary_addr.clone().unwrap_or(advertise_url.clone());
+    let primary_host = url_host_port(&primary_url).map(|(h, _)| h).unwrap_or_default();
+    if !candidate {
+        url_host_port(&primary_url)
+            .with_context(|| format!("bad primary address {primary_url:?}"))?;
     }
+    let backend: Arc<dyn LeaseBackend> =
+        Arc::new(StaticLease::new(candidate, primary_host, primary_url));
+    let args = SupArgs {
+        store: store.clone(),
+        creds,
+        id,
+        listen,
+        primary_override: config.quic.primary_addr.clone(),
+        backend,
+        candidate,
+    };
+    let (sup, _) = rt
+        .block_on(Actor::spawn(Some("replication".into()), ReplSupervisor, args))
+        .context("starting the replication supervisor")?;
+    if candidate {
+        // The static lease is granted at once: be writable before the mount appears.
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let t0 = std::time::Instant::now();
+        while !store.node().writable() && t0.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    Ok(Some(sup))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::url_host_port;
+    use litefleet::repl::supervisor::url_host_port;
 
     #[test]
     fn host_port_of_urls() {

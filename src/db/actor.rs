@@ -215,7 +215,7 @@ impl DbActorState {
                 let _ = reply.send(r);
             }
             DbMsg::Apply { ltx, reply } => {
-                let r = super::replica::apply(&mut self.log, &self.apply, &ltx);
+                let r = super::replica::apply(&mut self.log, &mut self.apply, &ltx);
                 if let Err(e) = &r {
                     tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused");
                 }

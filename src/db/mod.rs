@@ -234,6 +234,7 @@ impl Db {
             dir: db.dir.clone(),
             files: db.files.clone(),
             node: db.node.clone(),
+            lock_fds: None,
         };
         let args = actor::DbActorArgs { log, shared: db.shared.clone(), apply };
         let (actor, _) = rt

@@ -28,7 +28,7 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -56,6 +56,9 @@ pub struct ApplyCtx {
     pub dir: PathBuf,
     pub files: Arc<RwLock<Files>>,
     pub node: Arc<NodeCtx>,
+    /// The database and `-shm` opened through the mount for locking, kept between applies
+    /// (opening costs FUSE round trips). OFD locks belong to these descriptions.
+    pub lock_fds: Option<(File, Option<File>)>,
 }
 
 impl ApplyCtx {
@@ -66,20 +69,60 @@ impl ApplyCtx {
     fn file(&self, kind: FileKind) -> Option<Arc<File>> {
         self.files.read().unwrap_or_else(|e| e.into_inner())[kind.index()].clone()
     }
+
+    /// Opens the lock descriptors through the mount if they are not open yet.
+    fn open_lock_fds(&mut self, mount: &Path) -> Result<(), DbError> {
+        // Hazard: SQLite unlinks `-shm` when its last connection closes, and a reader may
+        // create a new one later; locks on the unlinked file would not conflict with it. The
+        // kernel drops a FUSE inode's link count at unlink, so `nlink == 0` tells.
+        let gone = |f: &File| f.metadata().map(|m| m.nlink() == 0).unwrap_or(true);
+        if let Some((db, _)) = &self.lock_fds
+            && gone(db)
+        {
+            self.lock_fds = None;
+        }
+        let shm_stale = match &self.lock_fds {
+            Some((_, None)) => true,
+            Some((_, Some(shm))) => gone(shm),
+            None => false,
+        };
+        if self.lock_fds.is_none() || shm_stale {
+            let db_path = mount.join(&self.name);
+            let db = match self.lock_fds.take() {
+                Some((db, _)) => db,
+                None => OpenOptions::new().read(true).write(true).open(&db_path)?,
+            };
+            let shm_path = PathBuf::from(format!("{}-shm", db_path.display()));
+            let shm = match OpenOptions::new().read(true).write(true).open(&shm_path) {
+                Ok(f) => Some(f),
+                // No reader opened the database in WAL mode yet: no wal-index to respect.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                Err(e) => return Err(e.into()),
+            };
+            self.lock_fds = Some((db, shm));
+        }
+        Ok(())
+    }
 }
 
 /// Verifies and applies one LTX file; returns the new position.
-pub fn apply(log: &mut LtxLog, ctx: &ApplyCtx, ltx: &[u8]) -> Result<Pos, DbError> {
+pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, DbError> {
     let inc = Incoming::check(ltx, ltx.len() as u64, &log.state)
         .map_err(|e| DbError::Rejected(e.to_string()))?;
-    // Durable first: recovery can finish what the crash interrupted.
+    // Stored first: recovery can finish what a crash interrupted.
     log.store_received(inc.min_txid, inc.pos.txid, ltx)?;
-    let mount = ctx.node.mount_dir();
     let db_path = ctx.dir.join(FileKind::Database.backing_name());
     let mode = current_mode(ctx);
-    {
-        let _guard = match (&mount, mode) {
-            (Some(m), Some(mode)) => Some(Guard::take(&m.join(&ctx.name), mode)?),
+    let mount = ctx.node.mount_dir();
+    // Taken out of the context while borrowed by the guard; put back after a success.
+    let mut fds = None;
+    let result = (|| -> Result<(), DbError> {
+        if let (Some(m), Some(_)) = (&mount, mode) {
+            ctx.open_lock_fds(m)?;
+            fds = ctx.lock_fds.take();
+        }
+        let guard = match (&fds, mode) {
+            (Some((db, shm)), Some(mode)) => Some(Guard::take(db, shm.as_ref(), mode)?),
             _ => None,
         };
         if inc.commit == 0 {
@@ -87,32 +130,59 @@ pub fn apply(log: &mut LtxLog, ctx: &ApplyCtx, ltx: &[u8]) -> Result<Pos, DbErro
                 let _ = fs::remove_file(ctx.dir.join(kind.backing_name()));
                 ctx.set_file(kind, None);
             }
-        } else {
-            let f = match ctx.file(FileKind::Database) {
-                Some(f) => f,
-                None => {
-                    let f = Arc::new(open_rw(&db_path, true)?);
-                    ctx.set_file(FileKind::Database, Some(f.clone()));
-                    f
-                }
-            };
-            if inc.snapshot {
-                f.set_len(0)?;
-            }
-            for (p, data, _) in &inc.pages {
-                f.write_all_at(data, p.offset(inc.page_size))?;
-            }
-            f.set_len(u64::from(inc.commit) * u64::from(inc.page_size))?;
-            if let Some(g) = &_guard {
-                g.finish(inc.commit)?;
-            }
+            invalidate_kernel(ctx, &inc);
+            return Ok(());
         }
-        if let Some(k) = ctx.node.kernel() {
-            k.db_changed(&ctx.name);
+        let f = match ctx.file(FileKind::Database) {
+            Some(f) => f,
+            None => {
+                let f = Arc::new(open_rw(&db_path, true)?);
+                ctx.set_file(FileKind::Database, Some(f.clone()));
+                f
+            }
+        };
+        if inc.snapshot {
+            f.set_len(0)?;
         }
+        for (p, data, _) in &inc.pages {
+            f.write_all_at(data, p.offset(inc.page_size))?;
+        }
+        f.set_len(u64::from(inc.commit) * u64::from(inc.page_size))?;
+        // Hazard: the kernel's page cache must be dropped while the locks are still held.
+        // Once they are released (or the wal-index header is valid again) a reader reads
+        // through the mount, and a stale cached page would mix two transactions.
+        invalidate_kernel(ctx, &inc);
+        if let Some(g) = &guard {
+            g.finish(inc.commit)?;
+        }
+        Ok(())
+    })();
+    if inc.commit != 0 && result.is_ok() {
+        // Deleted (the descriptors point at removed files) or failed: reopened next time.
+        ctx.lock_fds = fds;
     }
+    result?;
     log.adopt(&inc);
     Ok(inc.pos)
+}
+/// Drops what the kernel cached of the pages `inc` changed (everything for a snapshot or
+/// a deletion), and the file's attributes.
+fn invalidate_kernel(ctx: &ApplyCtx, inc: &Incoming) {
+    let Some(k) = ctx.node.kernel() else { return };
+    if inc.snapshot || inc.commit == 0 {
+        k.db_changed(&ctx.name, None);
+        return;
+    }
+    let ps = u64::from(inc.page_size);
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (p, _, _) in &inc.pages {
+        let off = p.offset(inc.page_size);
+        match ranges.last_mut() {
+            Some((o, l)) if *o + *l == off => *l += ps,
+            _ => ranges.push((off, ps)),
+        }
+    }
+    k.db_changed(&ctx.name, Some(&ranges));
 }
 
 /// The journal mode readers of the current database file use, if it exists.
@@ -164,32 +234,26 @@ fn lock_wait(fd: &File, start: i64, len: i64, what: &str) -> io::Result<()> {
     }
 }
 
-/// SQLite's locks held for one apply; released on drop (OFD locks go with the fd).
-struct Guard {
-    _db: File,
-    shm: Option<File>,
+/// SQLite's locks held for one apply; released on drop.
+struct Guard<'a> {
+    db: &'a File,
+    shm: Option<&'a File>,
+    mode: JournalMode,
     /// The wal-index header as it was, to rewrite valid after the apply.
     hdr: Option<[u8; 48]>,
 }
 
-impl Guard {
-    fn take(db_path: &Path, mode: JournalMode) -> Result<Guard, DbError> {
-        let db = OpenOptions::new().read(true).write(true).open(db_path)?;
+impl<'a> Guard<'a> {
+    fn take(db: &'a File, shm: Option<&'a File>, mode: JournalMode) -> Result<Guard<'a>, DbError> {
+        let mut g = Guard { db, shm: None, mode, hdr: None };
         if mode == JournalMode::Rollback {
-            lock_wait(&db, PENDING_BYTE, 1, "PENDING")?;
-            lock_wait(&db, SHARED_FIRST, SHARED_SIZE, "SHARED")?;
-            return Ok(Guard { _db: db, shm: None, hdr: None });
+            lock_wait(db, PENDING_BYTE, 1, "PENDING")?;
+            lock_wait(db, SHARED_FIRST, SHARED_SIZE, "SHARED")?;
+            return Ok(g);
         }
-        let shm_path = PathBuf::from(format!("{}-shm", db_path.display()));
-        let shm = match OpenOptions::new().read(true).write(true).open(&shm_path) {
-            Ok(f) => f,
-            // No reader ever opened the database in WAL mode: no wal-index to respect.
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok(Guard { _db: db, shm: None, hdr: None });
-            }
-            Err(e) => return Err(e.into()),
-        };
-        lock_wait(&shm, SHM_WRITE, 3, "WAL WRITE")?;
+        let Some(shm) = shm else { return Ok(g) };
+        lock_wait(shm, SHM_WRITE, 3, "WAL WRITE")?;
+        g.shm = Some(shm);
         let mut hdr = [0u8; 48];
         let valid = shm.read_exact_at(&mut hdr, 0).is_ok() && hdr[12] == 1;
         if valid {
@@ -198,16 +262,16 @@ impl Guard {
             bad[12] = 0;
             shm.write_all_at(&bad, 0)?;
             shm.write_all_at(&bad, 48)?;
+            g.hdr = Some(hdr);
         }
-        lock_wait(&shm, SHM_READ0, SHM_READ_N, "WAL READ")?;
-        Ok(Guard { _db: db, shm: Some(shm), hdr: valid.then_some(hdr) })
+        lock_wait(shm, SHM_READ0, SHM_READ_N, "WAL READ")?;
+        Ok(g)
     }
-
     /// Rewrites the wal-index header valid: change counter + 1, no WAL frames, `commit`
     /// pages. The header is in the host's byte order (little-endian here) and so is its
     /// checksum, whatever the WAL's own checksum order.
     fn finish(&self, commit: u32) -> io::Result<()> {
-        let (Some(shm), Some(mut h)) = (&self.shm, self.hdr) else { return Ok(()) };
+        let (Some(shm), Some(mut h)) = (self.shm, self.hdr) else { return Ok(()) };
         let rd = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let change = rd(&h[8..12]).wrapping_add(1);
         h[8..12].copy_from_slice(&change.to_le_bytes());
@@ -221,5 +285,17 @@ impl Guard {
         shm.write_all_at(&h, 0)?;
         shm.write_all_at(&h, 48)?;
         Ok(())
+    }
+}
+
+impl Drop for Guard<'_> {
+    fn drop(&mut self) {
+        // Unlock explicitly: the descriptors stay open for the next apply. Failures leave
+        // nothing to undo (an unlock of a range not held is a no-op).
+        if self.mode == JournalMode::Rollback {
+            let _ = lock(self.db, libc::F_UNLCK, PENDING_BYTE, SHARED_SIZE + 2);
+        } else if let Some(shm) = self.shm {
+            let _ = lock(shm, libc::F_UNLCK, SHM_WRITE, 3 + SHM_READ_N);
+        }
     }
 }

@@ -181,18 +181,33 @@ impl KernelCache for Kernel {
         &self.mount
     }
 
-    fn db_changed(&self, name: &str) {
+    fn db_changed(&self, name: &str, pages: Option<&[(u64, u64)]>) {
         let Some(n) = self.notifier.get() else { return };
         let id = self.ids.lock().unwrap_or_else(|e| e.into_inner()).by_name.get(name).copied();
         if let Some(id) = id {
             // Whole page cache and attributes (size) of the database file; attributes of
             // the -pos file.
-            let _ = n.inval_inode(ino_of(Node::File(id, FileKind::Database)), 0, 0);
+            let ino = ino_of(Node::File(id, FileKind::Database));
+            match pages {
+                // Only what changed: readers keep the rest of their cache.
+                Some(ranges) => {
+                    for &(off, len) in ranges {
+                        let _ = n.inval_inode(ino, off as i64, len as i64);
+                    }
+                    let _ = n.inval_inode(ino, -1, 0); // attributes (size)
+                }
+                None => {
+                    let _ = n.inval_inode(ino, 0, 0);
+                }
+            }
             let _ = n.inval_inode(ino_of(Node::Pos(id)), -1, 0);
         }
-        // A negative entry cached before the database existed here would hide it.
-        for name in [name.to_owned(), format!("{name}-pos")] {
-            let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+        // A negative entry cached before the database existed here would hide it (a new
+        // database always starts with a snapshot or deletion: `pages` is None then).
+        if pages.is_none() {
+            for name in [name.to_owned(), format!("{name}-pos")] {
+                let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+            }
         }
     }
 }
@@ -512,7 +527,13 @@ impl Filesystem for Fs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
-        reply.ok();
+        // ENOSYS makes the kernel stop sending FLUSH on every close (`no_flush`): nothing
+        // needs it (writes are synchronous, there is no writeback cache), it saves a round
+        // trip per close, and — the reason it matters — a node killed with -9 while it
+        // holds descriptors on its own mount (the replica applier's lock descriptors) would
+        // otherwise hang forever in exit: the kernel closes those descriptors with a
+        // non-interruptible FLUSH that only the dying process could answer.
+        reply.error(Errno::ENOSYS);
     }
 
     fn fsync(

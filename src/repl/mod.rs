@@ -2,8 +2,10 @@
 //! ([`replica`]), thin shells around [`crate::core::repl`] and [`crate::core::wire`]. The
 //! session and frames are specified in `protocol.md`.
 
+pub mod link;
 pub mod primary;
 pub mod replica;
+pub mod supervisor;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};

@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
+use ractor::{Actor, ActorCell};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::FramedWrite;
 use tracing::Instrument;
 
+use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
 use crate::core::repl::{Plan, plan};
 use crate::core::types::{Epoch, Pos, Txid};
@@ -27,22 +29,25 @@ use crate::store::Store;
 
 const HEARTBEAT: Duration = Duration::from_millis(500);
 
-/// Accepts connections until the endpoint closes.
-pub async fn serve(endpoint: quinn::Endpoint, store: Arc<Store>, id: Identity) {
+/// Accepts connections until the endpoint closes; each replica gets a peer-link actor
+/// supervised by `sup`.
+pub async fn serve(
+    endpoint: quinn::Endpoint,
+    store: Arc<Store>,
+    id: Identity,
+    sup: ActorCell,
+) -> Result<(), ReplError> {
     while let Some(incoming) = endpoint.accept().await {
-        let store = store.clone();
-        let id = id.clone();
         let remote = incoming.remote_address();
-        tokio::spawn(
-            async move {
-                match connection(incoming, store, id).await {
-                    Ok(()) | Err(ReplError::Closed) => tracing::info!("replica disconnected"),
-                    Err(e) => tracing::warn!(error = %e, "replica session ended"),
-                }
-            }
-            .instrument(tracing::info_span!("replica", peer = %remote)),
-        );
+        let span = tracing::info_span!("replica", peer = %remote);
+        let session = Box::pin(connection(incoming, store.clone(), id.clone()));
+        if let Err(e) =
+            Actor::spawn_linked(None, LinkActor, LinkArgs { span, session }, sup.clone()).await
+        {
+            tracing::error!(peer = %remote, error = %e, "starting a replica link");
+        }
     }
+    Ok(())
 }
 
 async fn connection(

@@ -1,16 +1,14 @@
 //! The replica's side: dials the primary, announces its positions, and applies what
-//! arrives on each database stream. Any error ends the session; the replica reconnects with
-//! backoff and the primary plans again from the replica's positions, so a bad or
+//! arrives on each database stream. Any error ends the session; the supervisor reconnects
+//! with backoff and the primary plans again from the replica's positions, so a bad or
 //! interrupted transfer is re-fetched, never applied.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
-use tracing::Instrument;
 
 use super::{Identity, ReplError, framed, next_frame};
 use crate::core::types::Pos;
@@ -26,32 +24,9 @@ pub struct Target {
     pub server_name: String,
 }
 
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
-
-/// Follows the primary forever, reconnecting with backoff.
-pub async fn follow(endpoint: quinn::Endpoint, store: Arc<Store>, id: Identity, target: Target) {
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        let span = tracing::info_span!("primary", addr = %target.addr);
-        #[allow(clippy::disallowed_methods)] // the shell owns the clock
-        let started = std::time::Instant::now();
-        let r = session(&endpoint, &store, &id, &target).instrument(span).await;
-        store.node().set_primary(None);
-        match r {
-            Ok(()) => tracing::info!("primary closed the session"),
-            Err(e) => tracing::warn!(error = %e, "replication session ended; reconnecting"),
-        }
-        // A session that lasted resets the backoff.
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = BACKOFF_MIN;
-        }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(BACKOFF_MAX);
-    }
-}
-
-async fn session(
+/// One session with the primary: handshake, positions, then apply every database stream
+/// until something fails. The follower peer-link actor runs it; its supervisor reconnects.
+pub async fn session(
     endpoint: &quinn::Endpoint,
     store: &Arc<Store>,
     id: &Identity,

@@ -14,6 +14,17 @@ pub struct ClusterNode {
     pub data: PathBuf,
     pub cfg: PathBuf,
     pub child: Option<Child>,
+    /// Network namespace the node runs in (`nsenter --net=/run/netns/NAME`).
+    pub netns: Option<String>,
+}
+
+/// Where one node listens and whom it follows.
+pub struct NodeNet {
+    pub netns: Option<String>,
+    /// `http.addr` (the QUIC listen address).
+    pub listen: String,
+    /// `lease.advertise-url`: the primary's URL as this node reaches it.
+    pub primary_url: String,
 }
 
 pub struct Cluster {
@@ -35,7 +46,7 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 impl Cluster {
-    /// Writes configs and certificates for `n` nodes and starts them all.
+    /// Writes configs and certificates for `n` nodes on loopback and starts them all.
     pub fn start(root: &Path, n: usize) -> Cluster {
         let certs = root.join("certs");
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
@@ -48,22 +59,37 @@ impl Cluster {
             .unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let port = free_udp_port();
-        let nodes = names
-            .iter()
+        let nets = (0..n)
+            .map(|i| NodeNet {
+                netns: None,
+                listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
+                primary_url: format!("http://127.0.0.1:{port}"),
+            })
+            .collect();
+        Cluster::start_custom(root, nets, &certs)
+    }
+
+    /// Writes configs for the nodes `nets` (node `i` is `n{i+1}`, `n1` the primary), with
+    /// certificates `<name>.pem` from `certs`, and starts them all.
+    pub fn start_custom(root: &Path, nets: Vec<NodeNet>, certs: &Path) -> Cluster {
+        let nodes = nets
+            .into_iter()
             .enumerate()
-            .map(|(i, name)| {
-                let nroot = root.join(name);
+            .map(|(i, net)| {
+                let name = format!("n{}", i + 1);
+                let nroot = root.join(&name);
                 std::fs::create_dir_all(&nroot).unwrap();
-                let own = if i == 0 { port } else { free_udp_port() };
                 let cfg = nroot.join("litefs.yml");
                 std::fs::write(
                     &cfg,
                     format!(
-                        "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\nhttp:\n  addr: \"127.0.0.1:{own}\"\n\
-                         lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"http://127.0.0.1:{port}\"\n\
+                        "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\nhttp:\n  addr: \"{listen}\"\n\
+                         lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"{url}\"\n\
                          tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
                         mnt = nroot.join("mnt"),
                         data = nroot.join("data"),
+                        listen = net.listen,
+                        url = net.primary_url,
                         cand = i == 0,
                         ca = certs.join("ca.pem"),
                         cert = certs.join(format!("{name}.pem")),
@@ -72,15 +98,17 @@ impl Cluster {
                 )
                 .unwrap();
                 ClusterNode {
-                    name: name.clone(),
+                    name,
                     mnt: nroot.join("mnt"),
                     data: nroot.join("data"),
                     root: nroot,
                     cfg,
                     child: None,
+                    netns: net.netns,
                 }
             })
-            .collect();
+            .collect::<Vec<_>>();
+        let n = nodes.len();
         let mut c = Cluster { root: root.to_owned(), nodes };
         for i in 0..n {
             c.start_node(i);
@@ -95,7 +123,16 @@ impl Cluster {
             .append(true)
             .open(node.root.join("node.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        let mut cmd = match &node.netns {
+            // Only the network namespace changes: the FUSE mount stays visible here.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg(env!("CARGO_BIN_EXE_litefleet"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_litefleet")),
+        };
+        let child = cmd
             .arg("mount")
             .arg("--config")
             .arg(&node.cfg)

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,0 +1,391 @@
+//! The node's replication supervisor: parent of the lease actor and of every peer-link
+//! actor, and the one place that turns a lease change into a role.
+//!
+//! - Lease says primary: the mount becomes writable, the QUIC server starts, and each
+//!   accepted replica gets a peer-link actor.
+//! - Lease says replica: the mount is made read-only *synchronously, inside the lease
+//!   actor's callback* (before anyone else could be elected), the server stops, and a
+//!   peer-link actor follows the holder.
+//!
+//! Restarts: a failed follower link is restarted with backoff (100 ms doubling to 3 s, reset
+//! after a session that lasted 5 s); a failed lease actor is restarted after 1 s with the
+//! node read-only meanwhile; a failed listener is restarted after 1 s. A replica's link on
+//! the primary is not restarted: the replica redials.
+
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use super::link::{LinkActor, LinkArgs};
+use super::{Identity, ReplError, primary, replica};
+use crate::core::lease::LeaseView;
+use crate::core::types::Epoch;
+use crate::core::wire::Role;
+use crate::lease::LeaseBackend;
+use crate::lease::actor::{LeaseActor, LeaseArgs};
+use crate::store::Store;
+use crate::tls::Credentials;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(3);
+const LONG_SESSION: Duration = Duration::from_secs(5);
+const RESTART_DELAY: Duration = Duration::from_secs(1);
+
+pub struct SupArgs {
+    pub store: Arc<Store>,
+    pub creds: Credentials,
+    /// This node's identity; role and epoch follow the lease.
+    pub id: Identity,
+    /// Where the QUIC server listens while this node is the primary.
+    pub listen: SocketAddr,
+    /// `quic.primary-addr`: dial this instead of the holder's advertise URL.
+    pub primary_override: Option<String>,
+    pub backend: Arc<dyn LeaseBackend>,
+    pub candidate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Child {
+    Lease,
+    Listener,
+    Follower,
+}
+
+pub enum SupMsg {
+    Lease(LeaseView),
+    Restart(Child),
+}
+
+pub struct ReplSupervisor;
+
+pub struct SupState {
+    args: SupArgs,
+    view: LeaseView,
+    lease: Option<ActorCell>,
+    server: Option<quinn::Endpoint>,
+    listener: Option<ActorCell>,
+    client: Option<quinn::Endpoint>,
+    follower: Option<(ActorCell, Instant)>,
+    links: HashSet<ActorId>,
+    backoff: Duration,
+}
+
+/// `host:port` of a URL like `http://host:port/path` (port 20202 when absent).
+pub fn url_host_port(url: &str) -> Option<(String, u16)> {
+    let rest = url.split_once("://").map(|(_, r)| r).unwrap_or(url);
+    let hostport = rest.split('/').next()?;
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (hostport, 20202),
+    };
+    Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, ReplError> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| ReplError::Protocol(format!("{host}:{port} resolves to no address")))
+}
+
+impl SupState {
+    async fn start_lease(&mut self, myself: &ActorRef<SupMsg>) -> Result<(), ActorProcessingErr> {
+        let node = self.args.store.node().clone();
+        let me = myself.clone();
+        let on_change = Box::new(move |view: LeaseView| {
+            // Fencing: read-only now, not when the supervisor gets to the message.
+            if !matches!(view, LeaseView::Primary { .. }) {
+                node.set_writable(false);
+            }
+            let _ = me.send_message(SupMsg::Lease(view));
+        });
+        let args = LeaseArgs {
+            backend: self.args.backend.clone(),
+            candidate: self.args.candidate,
+            on_change,
+        };
+        let (lease, _) = Actor::spawn_linked(None, LeaseActor, args, myself.get_cell()).await?;
+        self.lease = Some(lease.get_cell());
+        Ok(())
+    }
+
+    async fn start_listener(&mut self, myself: &ActorRef<SupMsg>, epoch: Epoch) {
+        let ep = match &self.server {
+            Some(ep) => ep.clone(),
+            None => {
+                let cfg = match self.args.creds.server_config() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(error = %e, "TLS server config");
+                        return;
+                    }
+                };
+                match quinn::Endpoint::server(cfg, self.args.listen) {
+                    Ok(ep) => {
+                        tracing::info!(addr = %self.args.listen, "serving replicas over QUIC");
+                        self.server = Some(ep.clone());
+                        ep
+                    }
+                    Err(e) => {
+                        tracing::error!(addr = %self.args.listen, error = %e,
+                            "cannot listen for replicas; retrying");
+                        myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Listener));
+                        return;
+                    }
+                }
+            }
+        };
+        let id = Identity { epoch, role: Role::Primary, ..self.args.id.clone() };
+        let session = Box::pin(primary::serve(ep, self.args.store.clone(), id, myself.get_cell()));
+        let args = LinkArgs { span: tracing::info_span!("listener"), session };
+        match spawn_link(args, myself).await {
+            Ok(cell) => self.listener = Some(cell),
+            Err(e) => tracing::error!(error = %e, "starting the listener"),
+        }
+    }
+
+    fn stop_server(&mut self) {
+        if let Some(l) = self.listener.take() {
+            l.stop(Some("no longer primary".into()));
+        }
+        if let Some(ep) = self.server.take() {
+            ep.close(0u32.into(), b"no longer primary");
+        }
+    }
+
+    async fn start_follower(&mut self, myself: &ActorRef<SupMsg>) {
+        let LeaseView::Replica { holder: Some(holder) } = &self.view else { return };
+        if self.follower.is_some() {
+            return;
+        }
+        let url = self.args.primary_override.clone().unwrap_or(holder.advertise_url.clone());
+        let target = url_host_port(&url)
+            .ok_or_else(|| ReplError::Protocol(format!("bad primary address {url:?}")))
+            .and_then(|(host, port)| {
+                Ok(replica::Target { addr: resolve(&host, port)?, server_name: host })
+            });
+        let target = match target {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reach the primary; retrying");
+                self.retry_follower(myself);
+                return;
+            }
+        };
+        let ep = match &self.client {
+            Some(ep) if ep.local_addr().is_ok_and(|a| a.is_ipv4() == target.addr.is_ipv4()) => {
+                ep.clone()
+            }
+            _ => {
+                let bind: SocketAddr = if target.addr.is_ipv4() {
+                    SocketAddr::from(([0, 0, 0, 0], 0))
+                } else {
+                    SocketAddr::from(([0u16; 8], 0))
+                };
+                let made =
+                    quinn::Endpoint::client(bind).map_err(ReplError::from).and_then(|mut ep| {
+                        let cfg = self
+                            .args
+                            .creds
+                            .client_config()
+                            .map_err(|e| ReplError::Protocol(e.to_string()))?;
+                        ep.set_default_client_config(cfg);
+                        Ok(ep)
+                    });
+                match made {
+                    Ok(ep) => {
+                        self.client = Some(ep.clone());
+                        ep
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "QUIC client endpoint");
+                        self.retry_follower(myself);
+                        return;
+                    }
+                }
+            }
+        };
+        let id = Identity { role: Role::Replica, ..self.args.id.clone() };
+        let store = self.args.store.clone();
+        let span = tracing::info_span!("primary", addr = %target.addr);
+        let session = Box::pin(async move { replica::session(&ep, &store, &id, &target).await });
+        match spawn_link(LinkArgs { span, session }, myself).await {
+            #[allow(clippy::disallowed_methods)] // the shell owns the clock
+            Ok(cell) => self.follower = Some((cell, Instant::now())),
+            Err(e) => {
+                tracing::error!(error = %e, "starting the follower");
+                self.retry_follower(myself);
+            }
+        }
+    }
+
+    fn retry_follower(&mut self, myself: &ActorRef<SupMsg>) {
+        myself.send_after(self.backoff, || SupMsg::Restart(Child::Follower));
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    fn stop_follower(&mut self) {
+        if let Some((f, _)) = self.follower.take() {
+            f.stop(Some("lease changed".into()));
+        }
+        self.args.store.node().set_primary(None);
+    }
+
+    async fn apply_view(&mut self, myself: &ActorRef<SupMsg>, view: LeaseView) {
+        self.view = view.clone();
+        match view {
+            LeaseView::Primary { epoch } => {
+                self.stop_follower();
+                if self.listener.is_none() {
+                    self.start_listener(myself, epoch).await;
+                }
+                self.args.store.node().set_writable(true);
+                tracing::info!(%epoch, "this node is the primary");
+            }
+            LeaseView::Replica { holder } => {
+                self.args.store.node().set_writable(false);
+                self.stop_server();
+                self.stop_follower();
+                self.backoff = BACKOFF_MIN;
+                match holder {
+                    Some(h) => {
+                        tracing::info!(primary = %h.hostname, url = %h.advertise_url,
+                            "following");
+                        self.start_follower(myself).await;
+                    }
+                    None => tracing::warn!("no primary known; read-only"),
+                }
+            }
+        }
+    }
+
+    async fn child_ended(&mut self, myself: &ActorRef<SupMsg>, id: ActorId, why: Option<String>) {
+        let reason = why.unwrap_or_else(|| "stopped".into());
+        if self.lease.as_ref().is_some_and(|c| c.get_id() == id) {
+            self.lease = None;
+            tracing::error!(%reason, "lease actor ended; read-only until it restarts");
+            self.apply_view(myself, LeaseView::Replica { holder: None }).await;
+            myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Lease));
+        } else if self.listener.as_ref().is_some_and(|c| c.get_id() == id) {
+            self.listener = None;
+            tracing::warn!(%reason, "listener ended");
+            if matches!(self.view, LeaseView::Primary { .. }) {
+                myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Listener));
+            }
+        } else if self.follower.as_ref().is_some_and(|(c, _)| c.get_id() == id) {
+            let (_, started) = self.follower.take().expect("matched above");
+            self.args.store.node().set_primary(None);
+            tracing::warn!(%reason, "replication session ended; reconnecting");
+            if started.elapsed() > LONG_SESSION {
+                self.backoff = BACKOFF_MIN;
+            }
+            self.retry_follower(myself);
+        } else if self.links.remove(&id) {
+            tracing::info!(%reason, "replica link ended");
+        }
+    }
+}
+
+async fn spawn_link(
+    args: LinkArgs,
+    sup: &ActorRef<SupMsg>,
+) -> Result<ActorCell, ActorProcessingErr> {
+    let (link, _) = Actor::spawn_linked(None, LinkActor, args, sup.get_cell()).await?;
+    Ok(link.get_cell())
+}
+
+impl Actor for ReplSupervisor {
+    type Msg = SupMsg;
+    type State = SupState;
+    type Arguments = SupArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<SupMsg>,
+        args: SupArgs,
+    ) -> Result<SupState, ActorProcessingErr> {
+        let mut st = SupState {
+            args,
+            view: LeaseView::Replica { holder: None },
+            lease: None,
+            server: None,
+            listener: None,
+            client: None,
+            follower: None,
+            links: HashSet::new(),
+            backoff: BACKOFF_MIN,
+        };
+        st.args.store.node().set_writable(false);
+        st.start_lease(&myself).await?;
+        Ok(st)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupMsg>,
+        msg: SupMsg,
+        st: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupMsg::Lease(view) => st.apply_view(&myself, view).await,
+            SupMsg::Restart(Child::Lease) if st.lease.is_none() => st.start_lease(&myself).await?,
+            SupMsg::Restart(Child::Listener) if st.listener.is_none() => {
+                if let LeaseView::Primary { epoch } = st.view {
+                    st.start_listener(&myself, epoch).await;
+                }
+            }
+            SupMsg::Restart(Child::Follower) => st.start_follower(&myself).await,
+            SupMsg::Restart(_) => {}
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupMsg>,
+        evt: SupervisionEvent,
+        st: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        match evt {
+            SupervisionEvent::ActorStarted(cell) => {
+                let known = [&st.lease, &st.listener]
+                    .into_iter()
+                    .flatten()
+                    .chain(st.follower.as_ref().map(|(c, _)| c))
+                    .any(|c| c.get_id() == cell.get_id());
+                if !known {
+                    st.links.insert(cell.get_id());
+                }
+            }
+            SupervisionEvent::ActorFailed(cell, e) => {
+                st.child_ended(&myself, cell.get_id(), Some(e.to_string())).await
+            }
+            SupervisionEvent::ActorTerminated(cell, _, why) => {
+                st.child_ended(&myself, cell.get_id(), why).await
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<SupMsg>,
+        st: &mut SupState,
+    ) -> Result<(), ActorProcessingErr> {
+        st.args.store.node().set_writable(false);
+        if let Some(l) = st.lease.take() {
+            // Releases the lease (the lease actor's post_stop).
+            let _ = l.stop_and_wait(Some("shutting down".into()), Some(RESTART_DELAY)).await;
+        }
+        st.stop_follower();
+        st.stop_server();
+        if let Some(ep) = st.client.take() {
+            ep.close(0u32.into(), b"shutting down");
+        }
+        Ok(())
+    }
+}
