@@ -71,8 +71,8 @@ pub enum DbMsg {
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
     /// Everything queued before is written; with `durable`, also fdatasynced.
     Barrier { durable: bool, reply: Reply<()> },
-    /// Replica: verify and apply a file received from the primary.
-    Apply { ltx: bytes::Bytes, reply: Reply<Pos> },
+    /// Replica: verify and apply files received from the primary, in order.
+    Apply { ltxs: Vec<bytes::Bytes>, reply: Reply<Pos> },
     /// A copy of the database state (shutdown: the checksum cache).
     State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
@@ -214,8 +214,8 @@ impl DbActorState {
                 }
                 let _ = reply.send(r);
             }
-            DbMsg::Apply { ltx, reply } => {
-                let r = super::replica::apply(&mut self.log, &mut self.apply, &ltx);
+            DbMsg::Apply { ltxs, reply } => {
+                let r = super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs);
                 if let Err(e) = &r {
                     tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused");
                 }

@@ -316,12 +316,13 @@ impl Db {
         if self.node.writable() { Ok(()) } else { Err(DbError::ReadOnly) }
     }
 
-    /// Replica: verifies and applies a file received from the primary; returns the new
+    /// Replica: verifies and applies files received from the primary, in order (a run of
+    /// consecutive files is applied as one; see [`replica::apply_run`]); returns the new
     /// position.
-    pub async fn apply_ltx(&self, ltx: bytes::Bytes) -> Result<Pos, DbError> {
+    pub async fn apply_ltx(&self, ltxs: Vec<bytes::Bytes>) -> Result<Pos, DbError> {
         let (tx, rx) = oneshot::channel();
         self.actor()?
-            .send_message(DbMsg::Apply { ltx, reply: tx.into() })
+            .send_message(DbMsg::Apply { ltxs, reply: tx.into() })
             .map_err(|_| DbError::ActorGone)?;
         match rx.await {
             Ok(Ok(p)) => Ok(p),

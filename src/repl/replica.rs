@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
@@ -15,6 +15,10 @@ use crate::core::types::Pos;
 use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler};
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
+
+/// At most this many files, or bytes, are applied as one run.
+const MAX_RUN_FILES: usize = 512;
+const MAX_RUN_BYTES: usize = 32 << 20;
 
 /// Where the primary is.
 #[derive(Debug, Clone)]
@@ -105,7 +109,26 @@ async fn db_stream(
             continue;
         };
         let name = got.begin.name.clone();
-        let stamp = super::file_pos(&got.file).map(|(h, _)| h.timestamp);
+        // Take every file that already arrived too (without waiting): a replica that fell
+        // behind applies them as one run instead of paying the locks per transaction.
+        let mut run = vec![got.file];
+        let mut run_bytes = run[0].len();
+        while run.len() < MAX_RUN_FILES && run_bytes < MAX_RUN_BYTES {
+            let Some(next) = rd.next().now_or_never() else { break };
+            let Some(f) = next else { break };
+            let f = f?;
+            if let Frame::Error { code, message } = f {
+                return Err(ReplError::Remote { code, message });
+            }
+            if let Some(more) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? {
+                if more.begin.name != name {
+                    return Err(ReplError::Protocol("two databases on one stream".into()));
+                }
+                run_bytes += more.file.len();
+                run.push(more.file);
+            }
+        }
+        let stamp = run.last().and_then(|f| super::file_pos(f)).map(|(h, _)| h.timestamp);
         let db = match store.get(&name) {
             Some(db) => db,
             None => {
@@ -116,11 +139,12 @@ async fn db_stream(
                     .map_err(|e| ReplError::Protocol(e.to_string()))??
             }
         };
-        let pos = db.apply_ltx(got.file).await?;
+        let files = run.len();
+        let pos = db.apply_ltx(run).await?;
         if let Some(ms) = stamp {
             store.node().note_primary_time(ms);
         }
-        tracing::debug!(db = %name, %pos, "applied");
+        tracing::debug!(db = %name, %pos, files, "applied");
         let _ = acks.send((name, pos));
     }
     Ok(())
