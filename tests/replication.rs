@@ -163,3 +163,49 @@ fn restarts_kills_and_divergence() {
     assert!(c.log(2).contains("diverged"), "the replica noticed");
     assert!(c.log(0).contains("Diverged"), "the primary sent a snapshot");
 }
+
+#[test]
+fn offline_past_retention_and_killed_mid_snapshot() {
+    let root = tmp("repl-retention");
+    let mut c =
+        Cluster::start_with(&root, 3, "  retention: 1s\n  retention-monitor-interval: 200ms\n");
+    writer(&c, "k.db", "WAL", 10);
+    c.wait_converged("k.db", CONVERGE);
+    // n2 offline while the primary commits and retention removes the files it would need.
+    c.stop_node(1);
+    let for_retention = |c: &Cluster| {
+        c.log(0)
+            .lines()
+            .filter(|l| l.contains("sending a snapshot") && l.contains("Retention"))
+            .count()
+    };
+    let at = for_retention(&c);
+    writer(&c, "k.db", "WAL", 10);
+    std::thread::sleep(Duration::from_millis(1500));
+    writer(&c, "k.db", "WAL", 5);
+    c.start_node(1);
+    assert_identical(&c, "k.db");
+    assert!(for_retention(&c) > at, "snapshot for retention");
+
+    // n3 starts empty against a large database and is killed -9 mid-snapshot, then
+    // restarted: it ends identical (its half-received snapshot was never applied).
+    c.stop_node(2);
+    std::fs::remove_dir_all(&c.nodes[2].data).unwrap();
+    c.sql_ok(
+        0,
+        "k.db",
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<30000) \
+         INSERT INTO t(v) SELECT randomblob(1500) FROM c;",
+    );
+    let sent = c.log(0).matches("sending a snapshot").count();
+    c.start_node(2);
+    wait_for("the snapshot to start", CONVERGE, || {
+        c.log(0).matches("sending a snapshot").count() > sent
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = c.pos(2, "k.db");
+    c.kill_node(2);
+    c.start_node(2);
+    assert_identical(&c, "k.db");
+    eprintln!("killed mid-snapshot at {before:?}; resynced");
+}

@@ -25,6 +25,8 @@ pub struct NodeNet {
     pub listen: String,
     /// `lease.advertise-url`: the primary's URL as this node reaches it.
     pub primary_url: String,
+    /// Extra `data:` keys (YAML lines indented by two spaces).
+    pub data_extra: String,
 }
 
 pub struct Cluster {
@@ -48,6 +50,11 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 impl Cluster {
     /// Writes configs and certificates for `n` nodes on loopback and starts them all.
     pub fn start(root: &Path, n: usize) -> Cluster {
+        Cluster::start_with(root, n, "")
+    }
+
+    /// As [`Cluster::start`], with extra `data:` keys on every node.
+    pub fn start_with(root: &Path, n: usize, data_extra: &str) -> Cluster {
         let certs = root.join("certs");
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
         let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
@@ -64,6 +71,7 @@ impl Cluster {
                 netns: None,
                 listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
                 primary_url: format!("http://127.0.0.1:{port}"),
+                data_extra: data_extra.to_owned(),
             })
             .collect();
         Cluster::start_custom(root, nets, &certs)
@@ -83,12 +91,13 @@ impl Cluster {
                 std::fs::write(
                     &cfg,
                     format!(
-                        "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\nhttp:\n  addr: \"{listen}\"\n\
+                        "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\n{extra}http:\n  addr: \"{listen}\"\n\
                          lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"{url}\"\n\
                          tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
                         mnt = nroot.join("mnt"),
                         data = nroot.join("data"),
                         listen = net.listen,
+                        extra = net.data_extra,
                         url = net.primary_url,
                         cand = i == 0,
                         ca = certs.join("ca.pem"),
