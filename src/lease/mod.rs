@@ -4,6 +4,7 @@
 //! and the clock, and reports every change of [`LeaseView`].
 
 pub mod actor;
+pub mod consul;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -105,10 +105,18 @@ impl Identity {
                 format!("cluster {} is not ours ({})", h.cluster_id, self.cluster_id),
             ));
         }
-        if h.epoch < self.epoch {
+        // Fencing (`protocol.md` §2 rule 4): a primary's epoch must be the newest either side
+        // has seen; a replica that lags in epochs is normal.
+        if h.role == Role::Primary && h.epoch < self.epoch {
             return Err((
                 ErrorCode::StaleEpoch,
-                format!("epoch {} is older than {}", h.epoch.0, self.epoch.0),
+                format!("primary epoch {} is older than {}", h.epoch.0, self.epoch.0),
+            ));
+        }
+        if self.role == Role::Primary && h.epoch > self.epoch {
+            return Err((
+                ErrorCode::StaleEpoch,
+                format!("our epoch {} is older than the peer's {}", self.epoch.0, h.epoch.0),
             ));
         }
         Ok(())
@@ -168,4 +176,47 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(role: Role, epoch: u64) -> Identity {
+        Identity {
+            cluster_id: ClusterId(0),
+            node_id: NodeId(1),
+            epoch: Epoch(epoch),
+            role,
+            hostname: "h".into(),
+            advertise_url: String::new(),
+        }
+    }
+
+    fn hello(i: &Identity) -> Hello {
+        match i.hello() {
+            Frame::Hello(h) => h,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn fencing_rules() {
+        let (p5, r3, r7, p4) = (
+            id(Role::Primary, 5),
+            id(Role::Replica, 3),
+            id(Role::Replica, 7),
+            id(Role::Primary, 4),
+        );
+        // A replica behind in epochs follows the primary; the primary accepts it.
+        assert!(r3.check(&hello(&p5)).is_ok());
+        assert!(p5.check(&hello(&r3)).is_ok());
+        // A replica that saw a newer term refuses an old primary, and the primary knows
+        // it is stale.
+        assert_eq!(r7.check(&hello(&p5)).unwrap_err().0, ErrorCode::StaleEpoch);
+        assert_eq!(p5.check(&hello(&r7)).unwrap_err().0, ErrorCode::StaleEpoch);
+        // Two primaries: the older one loses on both sides.
+        assert_eq!(p5.check(&hello(&p4)).unwrap_err().0, ErrorCode::StaleEpoch);
+        assert_eq!(p4.check(&hello(&p5)).unwrap_err().0, ErrorCode::StaleEpoch);
+    }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod consul;
 pub mod relay;
 
 use std::path::{Path, PathBuf};

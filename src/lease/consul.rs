@@ -1,0 +1,306 @@
+//! The Consul lease, with LiteFS's semantics so existing tooling keeps working:
+//!
+//! - a session with no health checks, `Behavior: delete`, the configured TTL and lock-delay;
+//! - KV acquire of `<prefix>/<key>` with the value `{"hostname":…,"advertise-url":…}`;
+//! - renew = session renew (a 404 means the lease is gone); release = KV release, then
+//!   session destroy;
+//! - who holds it = the key's value and session, watched with blocking queries so replicas
+//!   hear of a new primary at once.
+//!
+//! The lease epoch is the key's `ModifyIndex` right after this node's acquire: a Raft index,
+//! so it only grows, also across the key's deletion by `Behavior: delete` (the key's
+//! `LockIndex` would restart at 1).
+//!
+//! Every decision (when to renew, when to demote) is the lease machine's; this file only
+//! speaks HTTP. `lease.consul.url` may carry the ACL token as the password of its userinfo
+//! and a key prefix as its path, as in LiteFS.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{LeaseBackend, LeaseError, LeaseFuture};
+use crate::core::lease::{Holder, Timing};
+use crate::core::types::Epoch;
+
+/// How long one blocking query waits before Consul answers unchanged.
+const WATCH_WAIT: Duration = Duration::from_secs(30);
+/// Deadline for every other request: a hung Consul must not hold a renewal past the
+/// lease machine's deadline (which demotes regardless).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
+/// Subtracted from the TTL for the local deadline (see `core::lease`).
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// Errors building the client from the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsulConfigError {
+    #[error("lease.consul.url {0:?}: {1}")]
+    Url(String, String),
+}
+
+pub struct ConsulLease {
+    http: reqwest::Client,
+    /// `scheme://host:port`.
+    base: String,
+    token: Option<String>,
+    /// Full KV key (prefix + key).
+    key: String,
+    ttl: Duration,
+    lock_delay: Duration,
+    me: Holder,
+    /// Session and the epoch of the term it holds.
+    session: Mutex<Option<(String, Option<Epoch>)>>,
+}
+
+#[derive(Deserialize)]
+struct KvEntry {
+    #[serde(rename = "ModifyIndex")]
+    modify_index: u64,
+    #[serde(rename = "Session", default)]
+    session: Option<String>,
+    #[serde(rename = "Value", default)]
+    value: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LeaseValue {
+    hostname: String,
+    #[serde(rename = "advertise-url")]
+    advertise_url: String,
+}
+
+fn unavailable(e: impl std::fmt::Display) -> LeaseError {
+    LeaseError::Unavailable(e.to_string())
+}
+
+impl ConsulLease {
+    pub fn new(
+        url: &str,
+        key: &str,
+        ttl: Duration,
+        lock_delay: Duration,
+        me: Holder,
+    ) -> Result<ConsulLease, ConsulConfigError> {
+        let bad = |m: &str| ConsulConfigError::Url(url.to_owned(), m.to_owned());
+        let u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
+        if u.scheme() != "http" {
+            return Err(bad("only http:// is supported (run a local Consul agent)"));
+        }
+        let host = u.host_str().ok_or_else(|| bad("no host"))?;
+        let base = format!("http://{host}:{}", u.port().unwrap_or(8500));
+        let token = u.password().map(str::to_owned);
+        let prefix = u.path().trim_matches('/');
+        let key = if prefix.is_empty() {
+            key.trim_matches('/').to_owned()
+        } else {
+            format!("{prefix}/{}", key.trim_matches('/'))
+        };
+        let http = reqwest::Client::builder()
+            .connect_timeout(REQUEST_TIMEOUT)
+            .build()
+            .map_err(|e| bad(&e.to_string()))?;
+        Ok(ConsulLease { http, base, token, key, ttl, lock_delay, me, session: Mutex::new(None) })
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base)).timeout(REQUEST_TIMEOUT);
+        match &self.token {
+            Some(t) => r.header("X-Consul-Token", t),
+            None => r,
+        }
+    }
+
+    fn session(&self) -> Option<(String, Option<Epoch>)> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_session(&self, s: Option<(String, Option<Epoch>)>) {
+        *self.session.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    async fn create_session(&self) -> Result<String, LeaseError> {
+        let body = serde_json::json!({
+            "Name": "litefleet",
+            "Behavior": "delete",
+            "TTL": format!("{}s", self.ttl.as_secs().max(10)),
+            "LockDelay": format!("{}ms", self.lock_delay.as_millis()),
+            "Checks": [],
+            "NodeChecks": [],
+            "ServiceChecks": [],
+        });
+        let resp = self
+            .req(reqwest::Method::PUT, "/v1/session/create")
+            .body(body.to_string())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !resp.status().is_success() {
+            let st = resp.status();
+            return Err(unavailable(format!("session create: {st}: {}", text(resp).await)));
+        }
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "ID")]
+            id: String,
+        }
+        let c: Created =
+            serde_json::from_str(&text(resp).await).map_err(|e| unavailable(format!("{e}")))?;
+        Ok(c.id)
+    }
+
+    /// The key's entry, and Consul's index for blocking queries.
+    async fn read(
+        &self,
+        index: u64,
+        wait: Option<Duration>,
+    ) -> Result<(u64, Option<KvEntry>), LeaseError> {
+        let mut path = format!("/v1/kv/{}", self.key);
+        if let Some(w) = wait {
+            path.push_str(&format!("?index={index}&wait={}ms", w.as_millis()));
+        }
+        let mut r = self.req(reqwest::Method::GET, &path);
+        if let Some(w) = wait {
+            // Consul adds up to wait/16 of jitter.
+            r = r.timeout(w + w / 8 + REQUEST_TIMEOUT);
+        }
+        let resp = r.send().await.map_err(unavailable)?;
+        let idx = resp
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if resp.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok((idx, None));
+        }
+        if !resp.status().is_success() {
+            let st = resp.status();
+            return Err(unavailable(format!("kv get: {st}: {}", text(resp).await)));
+        }
+        let mut v: Vec<KvEntry> =
+            serde_json::from_str(&text(resp).await).map_err(|e| unavailable(format!("{e}")))?;
+        Ok((idx, v.pop()))
+    }
+
+    fn holder_of(&self, e: &KvEntry) -> Option<Holder> {
+        let session = e.session.as_deref().filter(|s| !s.is_empty())?;
+        if self.session().is_some_and(|(mine, _)| mine == session) {
+            return None; // our own term is reported through acquire/renew
+        }
+        let raw = base64::engine::general_purpose::STANDARD.decode(e.value.as_deref()?).ok()?;
+        let v: LeaseValue = serde_json::from_slice(&raw).ok()?;
+        Some(Holder { hostname: v.hostname, advertise_url: v.advertise_url })
+    }
+}
+
+async fn text(resp: reqwest::Response) -> String {
+    resp.text().await.unwrap_or_default().trim().to_owned()
+}
+
+impl LeaseBackend for ConsulLease {
+    fn kind(&self) -> &'static str {
+        "consul"
+    }
+
+    fn timing(&self) -> Option<Timing> {
+        Some(Timing { ttl_ms: self.ttl.as_millis() as u64, margin_ms: MARGIN.as_millis() as u64 })
+    }
+
+    fn acquire(&self) -> LeaseFuture<'_, Option<Epoch>> {
+        Box::pin(async move {
+            let sid = match self.session() {
+                Some((sid, _)) => sid,
+                None => {
+                    let sid = self.create_session().await?;
+                    self.set_session(Some((sid.clone(), None)));
+                    sid
+                }
+            };
+            let value = serde_json::json!({
+                "hostname": self.me.hostname,
+                "advertise-url": self.me.advertise_url,
+            });
+            let resp = self
+                .req(reqwest::Method::PUT, &format!("/v1/kv/{}?acquire={sid}", self.key))
+                .body(value.to_string())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let st = resp.status();
+            let body = text(resp).await;
+            if !st.is_success() {
+                // An invalidated session ("invalid session"): start over with a new one.
+                self.set_session(None);
+                return Err(unavailable(format!("kv acquire: {st}: {body}")));
+            }
+            if body != "true" {
+                return Ok(None);
+            }
+            // Holding the lock, nobody else can modify the key: its ModifyIndex is ours.
+            let (_, entry) = self.read(0, None).await?;
+            let Some(e) = entry.filter(|e| e.session.as_deref() == Some(sid.as_str())) else {
+                return Err(LeaseError::Lost("the key changed right after acquire".into()));
+            };
+            let epoch = Epoch(e.modify_index);
+            self.set_session(Some((sid, Some(epoch))));
+            Ok(Some(epoch))
+        })
+    }
+
+    fn renew(&self) -> LeaseFuture<'_, Epoch> {
+        Box::pin(async move {
+            let Some((sid, Some(epoch))) = self.session() else {
+                return Err(LeaseError::Lost("no lease held".into()));
+            };
+            let resp = self
+                .req(reqwest::Method::PUT, &format!("/v1/session/renew/{sid}"))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            match resp.status() {
+                s if s.is_success() => Ok(epoch),
+                reqwest::StatusCode::NOT_FOUND => {
+                    self.set_session(None);
+                    Err(LeaseError::Lost(format!("session {sid} expired")))
+                }
+                s => Err(unavailable(format!("session renew: {s}: {}", text(resp).await))),
+            }
+        })
+    }
+
+    fn release(&self) -> LeaseFuture<'_, ()> {
+        Box::pin(async move {
+            let Some((sid, _)) = self.session() else { return Ok(()) };
+            self.set_session(None);
+            let r = self
+                .req(reqwest::Method::PUT, &format!("/v1/kv/{}?release={sid}", self.key))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if !r.status().is_success() {
+                tracing::warn!(status = %r.status(), "Consul KV release refused");
+            }
+            self.req(reqwest::Method::PUT, &format!("/v1/session/destroy/{sid}"))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            Ok(())
+        })
+    }
+
+    fn watch(&self, after: u64) -> LeaseFuture<'_, (u64, Option<Holder>)> {
+        Box::pin(async move {
+            let (mut idx, entry) = match after {
+                0 => self.read(0, None).await?,
+                n => self.read(n, Some(WATCH_WAIT)).await?,
+            };
+            // Consul's rules for blocking indexes: never go backwards, never 0.
+            if idx < after {
+                idx = 0;
+            }
+            Ok((idx.max(1), entry.as_ref().and_then(|e| self.holder_of(e))))
+        })
+    }
+}

@@ -1,0 +1,101 @@
+//! A real Consul agent (`consul agent -dev`, 1.8.7 from Debian bullseye, fetched by
+//! `scripts/fetch-consul.sh` when it is not there yet) on loopback ports of its own.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Consul {
+    child: Option<Child>,
+    pub http: u16,
+    pub dir: PathBuf,
+}
+
+fn port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The consul binary: `$LITEFLEET_CONSUL`, or `target/consul/consul` (fetched if missing).
+pub fn binary() -> PathBuf {
+    if let Ok(p) = std::env::var("LITEFLEET_CONSUL") {
+        return PathBuf::from(p);
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/consul/consul");
+    if !bin.exists() {
+        let out = Command::new(root.join("scripts/fetch-consul.sh"))
+            .arg(root.join("target/consul"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "fetching Consul failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    bin
+}
+
+impl Consul {
+    #[allow(clippy::disallowed_methods)]
+    pub fn start(dir: PathBuf) -> Consul {
+        std::fs::create_dir_all(&dir).unwrap();
+        let (http, serf, server) = (port(), port(), port());
+        let hcl = format!(
+            "ports {{ http = {http}, dns = -1, grpc = -1, serf_lan = {serf}, serf_wan = -1, server = {server} }}"
+        );
+        let log = std::fs::File::create(dir.join("consul.log")).unwrap();
+        let child = Command::new(binary())
+            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-hcl", &hcl])
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let c = Consul { child: Some(child), http, dir };
+        let t = Instant::now();
+        // Ready when the KV store answers (a leader was elected).
+        while !c.kv_ready() {
+            assert!(t.elapsed() < Duration::from_secs(30), "consul did not start: {}", c.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("consul.log")).unwrap_or_default()
+    }
+
+    fn kv_ready(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let req = "GET /v1/kv/litefleet-probe HTTP/1.0\r\nHost: x\r\n\r\n";
+        if s.write_all(req.as_bytes()).is_err() {
+            return false;
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        // 404 = the KV store works and the key is absent; 500 = no leader yet.
+        out.starts_with("HTTP/1.0 404") || out.starts_with("HTTP/1.1 404")
+    }
+
+    /// Stops the agent (kill -9).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Consul {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
