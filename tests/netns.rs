@@ -106,6 +106,7 @@ fn replication_over_delayed_lossy_links_between_namespaces() {
             netns: Some(nets.names[i].clone()),
             listen: format!("0.0.0.0:{PORT}"),
             data_extra: String::new(),
+            lease: None,
             primary_url: if i == 0 {
                 format!("http://10.{net}.1.2:{PORT}")
             } else {

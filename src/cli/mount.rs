@@ -47,14 +47,6 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             "config section accepted for LiteFS compatibility but not implemented; ignored"
         );
     }
-    if config.lease.kind != "static" {
-        bail!(
-            "{}: lease.type {:?}: this version supports the static lease only (Consul comes \
-             with failover)",
-            path.display(),
-            config.lease.kind
-        );
-    }
     if !args.skip_unmount && litefleet::mount::is_mounted(&config.fuse.dir) {
         tracing::warn!(path = %config.fuse.dir.display(), "unmounting a stale mount");
         litefleet::mount::force_unmount(&config.fuse.dir)?;
@@ -63,8 +55,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
     let node = Arc::new(litefleet::node::NodeCtx::default());
-    // Before recovery: a replica resyncs a diverged database instead of refusing to start.
-    node.set_writable(config.lease.candidate);
+    // Before recovery: a replica resyncs a diverged database instead of refusing to start,
+    // and folds its WAL into the database file. Only a static primary is writable from the
+    // start; a Consul candidate becomes writable when it holds the lease.
+    node.set_writable(config.lease.candidate && config.lease.kind == "static");
     let opts = DbOptions { compress: config.data.compress, node_id };
     let store = Arc::new(
         Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())

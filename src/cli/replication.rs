@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use litefleet::config::Config;
+use litefleet::core::lease::Holder;
 use litefleet::core::types::NodeId;
 use litefleet::core::wire::Role;
+use litefleet::lease::consul::ConsulLease;
 use litefleet::lease::{LeaseBackend, STATIC_EPOCH, StaticLease};
 use litefleet::repl::Identity;
 use litefleet::repl::supervisor::{ReplSupervisor, SupArgs, SupMsg, url_host_port};
@@ -40,8 +42,11 @@ pub fn start(
     let candidate = config.lease.candidate;
     let (Some(ca), Some(cert), Some(key)) = (&config.tls.ca, &config.tls.cert, &config.tls.key)
     else {
-        if !candidate {
-            bail!("a replica needs tls.ca, tls.cert and tls.key to reach the primary");
+        if !candidate || config.lease.kind != "static" {
+            bail!(
+                "tls.ca, tls.cert and tls.key are needed to replicate (a replica, or any node \
+                 with a Consul lease)"
+            );
         }
         tracing::warn!("no tls.ca/tls.cert/tls.key: replication is off (single node)");
         store.node().set_writable(true);
@@ -72,12 +77,26 @@ pub fn start(
     // On a static replica, lease.advertise-url is the primary's URL (as in LiteFS).
     let primary_url = config.quic.primary_addr.clone().unwrap_or(advertise_url.clone());
     let primary_host = url_host_port(&primary_url).map(|(h, _)| h).unwrap_or_default();
-    if !candidate {
-        url_host_port(&primary_url)
-            .with_context(|| format!("bad primary address {primary_url:?}"))?;
-    }
-    let backend: Arc<dyn LeaseBackend> =
-        Arc::new(StaticLease::new(candidate, primary_host, primary_url));
+    let backend: Arc<dyn LeaseBackend> = match config.lease.kind.as_str() {
+        "consul" => {
+            let c = config.lease.consul.as_ref().context("lease.consul")?;
+            // LiteFS's default advertise URL: http://<hostname>:<http port>.
+            let url = match &config.lease.advertise_url {
+                Some(u) => u.clone(),
+                None => format!("http://{}:{}", id.hostname, listen.port()),
+            };
+            let me = Holder { hostname: id.hostname.clone(), advertise_url: url };
+            Arc::new(ConsulLease::new(&c.url, &c.key, c.ttl, c.lock_delay, me)?)
+        }
+        _ => {
+            if !candidate {
+                url_host_port(&primary_url)
+                    .with_context(|| format!("bad primary address {primary_url:?}"))?;
+            }
+            Arc::new(StaticLease::new(candidate, primary_host, primary_url))
+        }
+    };
+    let static_primary = candidate && config.lease.kind == "static";
     let args = SupArgs {
         store: store.clone(),
         creds,
@@ -90,7 +109,7 @@ pub fn start(
     let (sup, _) = rt
         .block_on(Actor::spawn(Some("replication".into()), ReplSupervisor, args))
         .context("starting the replication supervisor")?;
-    if candidate {
+    if static_primary {
         // The static lease is granted at once: be writable before the mount appears.
         #[allow(clippy::disallowed_methods)] // the shell owns the clock
         let t0 = std::time::Instant::now();

@@ -229,6 +229,9 @@ impl Db {
             inner.page_count = log.state.checksums.page_count();
             inner.deleted = log.deleted;
         }
+        if !db.node.writable() {
+            db.fold_wal()?;
+        }
         let apply = replica::ApplyCtx {
             name: name.to_owned(),
             dir: db.dir.clone(),
@@ -582,6 +585,69 @@ impl Db {
         if let Some(a) = self.actor.get() {
             a.stop(None);
         }
+    }
+
+    /// Replica startup: moves every committed WAL page into the database file and empties
+    /// the WAL and the wal-index, so replicated pages can be written into the file.
+    ///
+    /// Hazard this removes: a replica applies into the database file and keeps `mxFrame`
+    /// 0 in the wal-index, but a reader that rebuilds the wal-index (after `-shm` was
+    /// removed) would lay the old WAL frames over newer pages. The logical content (file
+    /// plus WAL) is unchanged, so the position stays. Crash-safe in any order: the file is
+    /// synced before the WAL is truncated, and until then recovery still reads file + WAL.
+    fn fold_wal(&self) -> Result<(), DbError> {
+        let mut inner = self.lock();
+        let (Some(db), Some(wal)) = (self.file(FileKind::Database), self.file(FileKind::Wal))
+        else {
+            return Ok(());
+        };
+        let ps = inner.page_size;
+        let n = inner.wal.indexed_pages();
+        if ps > 0 && n > 0 {
+            let mut buf = vec![0u8; ps as usize];
+            let pages: Vec<(PageNo, u64)> = inner.wal.pages().collect();
+            for (pgno, off) in pages {
+                ReadAt::pread_exact(&*wal, &mut buf, off)?;
+                db.write_all_at(&buf, pgno.offset(ps))?;
+            }
+            db.set_len(u64::from(inner.page_count) * u64::from(ps))?;
+            db.sync_data()?;
+            tracing::info!(db = %self.name, pages = n, "replica: WAL folded into the database file");
+        }
+        wal.set_len(0)?;
+        if let Some(shm) = self.file(FileKind::Shm) {
+            shm.set_len(0)?;
+        }
+        inner.wal = WalTracker::new();
+        Ok(())
+    }
+
+    /// Promotion (replica → primary): the FUSE side's view of the database is rebuilt from
+    /// the actor's state after every replicated file applied so far (the actor handles
+    /// messages in order, so this waits for an apply in flight).
+    pub async fn take_over(&self) -> Result<(), DbError> {
+        let (tx, rx) = oneshot::channel();
+        self.actor()?
+            .send_message(DbMsg::State { reply: tx.into() })
+            .map_err(|_| DbError::ActorGone)?;
+        let state = match rx.await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(DbError::Log(e)),
+            Err(_) => return Err(DbError::ActorGone),
+        };
+        let header = match self.file(FileKind::Database) {
+            Some(f) => read_header(&f)?,
+            None => None,
+        };
+        let mut inner = self.lock();
+        inner.page_size = header.map(|h| h.page_size).unwrap_or(state.page_size);
+        inner.page_count = state.checksums.page_count();
+        inner.mode = header.map(|h| h.journal_mode()).unwrap_or(JournalMode::Rollback);
+        inner.wal = WalTracker::new();
+        inner.rollback = RollbackTracker::new();
+        inner.log_dirty = false;
+        inner.deleted = !self.exists();
+        Ok(())
     }
 
     /// Writes the checksum cache if the database file alone is the state at the position.

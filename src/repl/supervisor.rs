@@ -71,6 +71,12 @@ pub struct SupState {
     follower: Option<(ActorCell, Instant)>,
     links: HashSet<ActorId>,
     backoff: Duration,
+    /// A follower ran since this node was last primary: replicated files were applied
+    /// behind the FUSE side's back, which must take the databases over on promotion.
+    needs_take_over: bool,
+    /// This node was the primary since it started: its WAL may hold frames, so it cannot
+    /// apply replicated files until it restarts (startup folds the WAL).
+    was_primary: bool,
 }
 
 /// `host:port` of a URL like `http://host:port/path` (port 20202 when absent).
@@ -158,7 +164,7 @@ impl SupState {
 
     async fn start_follower(&mut self, myself: &ActorRef<SupMsg>) {
         let LeaseView::Replica { holder: Some(holder) } = &self.view else { return };
-        if self.follower.is_some() {
+        if self.follower.is_some() || self.was_primary {
             return;
         }
         let url = self.args.primary_override.clone().unwrap_or(holder.advertise_url.clone());
@@ -214,7 +220,10 @@ impl SupState {
         let session = Box::pin(async move { replica::session(&ep, &store, &id, &target).await });
         match spawn_link(LinkArgs { span, session }, myself).await {
             #[allow(clippy::disallowed_methods)] // the shell owns the clock
-            Ok(cell) => self.follower = Some((cell, Instant::now())),
+            Ok(cell) => {
+                self.follower = Some((cell, Instant::now()));
+                self.needs_take_over = true;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "starting the follower");
                 self.retry_follower(myself);
@@ -225,6 +234,17 @@ impl SupState {
     fn retry_follower(&mut self, myself: &ActorRef<SupMsg>) {
         myself.send_after(self.backoff, || SupMsg::Restart(Child::Follower));
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Stops the follower and waits until its session ended (no apply in flight after).
+    async fn stop_follower_and_wait(&mut self) {
+        if let Some((f, _)) = self.follower.take() {
+            let r = f.stop_and_wait(Some("lease changed".into()), Some(RESTART_DELAY * 5)).await;
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "follower did not stop in time");
+            }
+        }
+        self.args.store.node().set_primary(None);
     }
 
     fn stop_follower(&mut self) {
@@ -238,7 +258,22 @@ impl SupState {
         self.view = view.clone();
         match view {
             LeaseView::Primary { epoch } => {
-                self.stop_follower();
+                self.stop_follower_and_wait().await;
+                if self.needs_take_over {
+                    // Promotion: the FUSE side takes over from the replica applier.
+                    for db in self.args.store.list() {
+                        if let Err(e) = db.take_over().await {
+                            tracing::error!(db = db.name(), error = %e,
+                                "cannot take the database over; staying read-only");
+                            myself.send_after(RESTART_DELAY, move || {
+                                SupMsg::Lease(LeaseView::Primary { epoch })
+                            });
+                            return;
+                        }
+                    }
+                }
+                self.needs_take_over = false;
+                self.was_primary = true;
                 if self.listener.is_none() {
                     self.start_listener(myself, epoch).await;
                 }
@@ -251,6 +286,13 @@ impl SupState {
                 self.stop_follower();
                 self.backoff = BACKOFF_MIN;
                 match holder {
+                    Some(h) if self.was_primary => {
+                        // Demoted while running: writes stopped above; following needs the
+                        // WAL folded into the file, which startup does (see `Db::open`).
+                        tracing::error!(primary = %h.hostname,
+                            "this node lost the lease while primary: read-only; restart it to \
+                             rejoin as a replica");
+                    }
                     Some(h) => {
                         tracing::info!(primary = %h.hostname, url = %h.advertise_url,
                             "following");
@@ -317,6 +359,8 @@ impl Actor for ReplSupervisor {
             follower: None,
             links: HashSet::new(),
             backoff: BACKOFF_MIN,
+            needs_take_over: false,
+            was_primary: false,
         };
         st.args.store.node().set_writable(false);
         st.start_lease(&myself).await?;

@@ -27,6 +27,8 @@ pub struct NodeNet {
     pub primary_url: String,
     /// Extra `data:` keys (YAML lines indented by two spaces).
     pub data_extra: String,
+    /// The whole `lease:` section; `None`: static, `n1` the primary.
+    pub lease: Option<String>,
 }
 
 pub struct Cluster {
@@ -72,6 +74,7 @@ impl Cluster {
                 listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
                 primary_url: format!("http://127.0.0.1:{port}"),
                 data_extra: data_extra.to_owned(),
+                lease: None,
             })
             .collect();
         Cluster::start_custom(root, nets, &certs)
@@ -88,18 +91,22 @@ impl Cluster {
                 let nroot = root.join(&name);
                 std::fs::create_dir_all(&nroot).unwrap();
                 let cfg = nroot.join("litefs.yml");
+                let lease = net.lease.clone().unwrap_or_else(|| {
+                    format!(
+                        "lease:\n  type: static\n  candidate: {}\n  hostname: {name}\n  advertise-url: \"{}\"\n",
+                        i == 0,
+                        net.primary_url
+                    )
+                });
                 std::fs::write(
                     &cfg,
                     format!(
                         "fuse:\n  dir: {mnt:?}\ndata:\n  dir: {data:?}\n{extra}http:\n  addr: \"{listen}\"\n\
-                         lease:\n  type: static\n  candidate: {cand}\n  hostname: {name}\n  advertise-url: \"{url}\"\n\
-                         tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
+                         {lease}tls:\n  ca: {ca:?}\n  cert: {cert:?}\n  key: {key:?}\n",
                         mnt = nroot.join("mnt"),
                         data = nroot.join("data"),
                         listen = net.listen,
                         extra = net.data_extra,
-                        url = net.primary_url,
-                        cand = i == 0,
                         ca = certs.join("ca.pem"),
                         cert = certs.join(format!("{name}.pem")),
                         key = certs.join(format!("{name}-key.pem")),

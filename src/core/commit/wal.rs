@@ -64,6 +64,11 @@ impl WalTracker {
         self.header.as_ref()
     }
 
+    /// Every page with a committed copy in the WAL, with the offset of its newest copy.
+    pub fn pages(&self) -> impl Iterator<Item = (PageNo, u64)> + '_ {
+        self.index.iter().map(|(p, o)| (*p, *o))
+    }
+
     /// Offset of the newest committed copy of `pgno` in the WAL, if any.
     pub fn page_offset(&self, pgno: PageNo) -> Option<u64> {
         self.index.get(&pgno).copied()
