@@ -8,16 +8,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, NodeNet, wait_for};
+use common::cluster::{Cluster, NodeNet, free_udp_port, wait_for};
 use common::consul::Consul;
 use common::tmp;
 use litefleet::core::types::Pos;
 
 const N: usize = 3;
-
-fn free_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn primaries_in_log(c: &Cluster, i: usize) -> usize {
     c.log(i).matches("this node is the primary").count()
@@ -59,7 +55,7 @@ fn kill_the_primary_a_candidate_takes_over_and_the_old_one_rejoins() {
     assert!(out.status.success());
     let nets: Vec<NodeNet> = (0..N)
         .map(|i| {
-            let port = free_port();
+            let port = free_udp_port();
             NodeNet {
                 netns: None,
                 listen: format!("127.0.0.1:{port}"),

@@ -5,25 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 
-use common::{Node, example, tmp};
-
-fn client(args: &[&str]) -> Child {
-    Command::new(example("sqlclient"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits for a client and returns the number it printed; panics with its stderr on failure.
-fn finish(c: Child, what: &str) -> u64 {
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
-}
+use common::{Node, client, example, finish, tmp};
 
 fn bank(mode: &str) {
     let root = tmp(&format!("bank-{mode}"));

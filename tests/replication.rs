@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use common::cluster::{Cluster, wait_for};
-use common::{example, tmp};
+use common::{client, example, finish, tmp};
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
@@ -72,21 +72,6 @@ fn replicas_converge_byte_identical_and_are_read_only() {
     for i in 1..4 {
         wait_for("the deletion", CONVERGE, || !c.db(i, "late.db").exists());
     }
-}
-
-fn client(args: &[&str]) -> Child {
-    Command::new(example("sqlclient"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-fn finish(c: Child, what: &str) -> u64 {
-    let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 fn bank(mode: &str) {

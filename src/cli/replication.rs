@@ -6,7 +6,6 @@
 //! `quic.primary-addr`, by default the host:port of `lease.advertise-url` (on a static
 //! replica LiteFS sets it to the primary's URL). TLS: `tls.ca`, `tls.cert`, `tls.key`.
 
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,18 +17,10 @@ use litefleet::core::wire::Role;
 use litefleet::lease::consul::ConsulLease;
 use litefleet::lease::{LeaseBackend, STATIC_EPOCH, StaticLease};
 use litefleet::repl::Identity;
-use litefleet::repl::supervisor::{ReplSupervisor, SupArgs, SupMsg, url_host_port};
+use litefleet::repl::supervisor::{ReplSupervisor, SupArgs, SupMsg, resolve, url_host_port};
 use litefleet::store::Store;
 use litefleet::tls::{Credentials, TlsFiles};
 use ractor::{Actor, ActorRef};
-
-fn resolve(host: &str, port: u16) -> anyhow::Result<SocketAddr> {
-    (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {host}:{port}"))?
-        .next()
-        .with_context(|| format!("{host}:{port} resolves to no address"))
-}
 
 /// Starts the replication supervisor (lease, QUIC server or follower); `None` when the
 /// config has no TLS keys (a single node, writable if it is the candidate).
@@ -73,7 +64,8 @@ pub fn start(
     let listen = config.quic.addr.clone().unwrap_or_else(|| config.http.addr.clone());
     let (host, port) = url_host_port(&listen).context("quic.addr / http.addr")?;
     let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
-    let listen = resolve(&host, port)?;
+    let listen =
+        resolve(&host, port).with_context(|| format!("quic.addr / http.addr {host}:{port}"))?;
     // On a static replica, lease.advertise-url is the primary's URL (as in LiteFS).
     let primary_url = config.quic.primary_addr.clone().unwrap_or(advertise_url.clone());
     let primary_host = url_host_port(&primary_url).map(|(h, _)| h).unwrap_or_default();

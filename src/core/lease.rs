@@ -13,6 +13,9 @@
 
 use crate::core::types::Epoch;
 
+/// Pause before retrying an acquire that was refused while nobody held the lease.
+pub const ACQUIRE_RETRY_MS: u64 = 1_000;
+
 /// Who holds the lease, as the backend reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holder {
@@ -77,6 +80,9 @@ pub struct LeaseMachine {
     renew_ms: u64,
     renewing: bool,
     acquiring: bool,
+    /// A refused acquire while nobody was known to hold the lease (Consul's lock-delay,
+    /// or the backend unreachable) is retried at this time.
+    retry_acquire_ms: Option<u64>,
     /// The newest epoch seen; a grant for an older one is ignored (fencing).
     epoch: Epoch,
 }
@@ -91,6 +97,7 @@ impl LeaseMachine {
             renew_ms: 0,
             renewing: false,
             acquiring: false,
+            retry_acquire_ms: None,
             epoch: Epoch(0),
         }
     }
@@ -105,12 +112,14 @@ impl LeaseMachine {
             && (self.timing.is_none() || now_ms < self.deadline_ms)
     }
 
-    /// When the actor should tick next (renewal or deadline), if anything is timed.
+    /// When the actor should tick next (renewal, deadline or acquire retry), if ever.
     pub fn next_tick_ms(&self) -> Option<u64> {
-        self.timing?;
         match self.view {
-            LeaseView::Primary { .. } => Some(self.renew_ms.min(self.deadline_ms)),
-            LeaseView::Replica { .. } => None,
+            LeaseView::Primary { .. } => {
+                self.timing?;
+                Some(self.renew_ms.min(self.deadline_ms))
+            }
+            LeaseView::Replica { .. } => self.retry_acquire_ms,
         }
     }
 
@@ -149,7 +158,12 @@ impl LeaseMachine {
                     out.push(LeaseAction::Publish(self.view.clone()));
                 }
             }
-            LeaseEvent::Refused => self.acquiring = false,
+            LeaseEvent::Refused => {
+                self.acquiring = false;
+                if self.view == (LeaseView::Replica { holder: None }) {
+                    self.retry_acquire_ms = Some(now_ms + ACQUIRE_RETRY_MS);
+                }
+            }
             LeaseEvent::RenewFailed { lost } => {
                 self.renewing = false;
                 if lost {
@@ -172,14 +186,23 @@ impl LeaseMachine {
                             self.view = LeaseView::Replica { holder: h.clone() };
                             out.push(LeaseAction::Publish(self.view.clone()));
                         }
-                        if h.is_none() && self.candidate && !self.acquiring {
+                        if h.is_some() {
+                            self.retry_acquire_ms = None;
+                        } else if self.candidate && !self.acquiring {
                             self.acquiring = true;
+                            self.retry_acquire_ms = None;
                             out.push(LeaseAction::Acquire);
                         }
                     }
                 }
             }
-            LeaseEvent::Tick => {}
+            LeaseEvent::Tick => {
+                if self.retry_acquire_ms.is_some_and(|t| now_ms >= t) && !self.acquiring {
+                    self.retry_acquire_ms = None;
+                    self.acquiring = true;
+                    out.push(LeaseAction::Acquire);
+                }
+            }
         }
         // Timers.
         if let (LeaseView::Primary { .. }, Some(_)) = (&self.view, self.timing) {
@@ -326,5 +349,14 @@ mod tests {
         );
         // Only one acquire in flight.
         assert!(m.handle(LeaseEvent::Holder(None), 4).is_empty());
+        // Refused during the lock-delay: retried a second later, not before.
+        assert!(m.handle(LeaseEvent::Refused, 5).is_empty());
+        assert_eq!(m.next_tick_ms(), Some(1_005));
+        assert!(m.handle(LeaseEvent::Tick, 1_004).is_empty());
+        assert_eq!(m.handle(LeaseEvent::Tick, 1_005), vec![LeaseAction::Acquire]);
+        // A holder appearing cancels a pending retry.
+        m.handle(LeaseEvent::Refused, 1_006);
+        m.handle(LeaseEvent::Holder(Some(other())), 1_007);
+        assert_eq!(m.next_tick_ms(), None);
     }
 }

@@ -16,15 +16,11 @@ use crate::core::lease::{LeaseAction, LeaseEvent, LeaseMachine};
 
 /// Pause between failed backend watches.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
-/// Pause between refused acquires while nobody is known to hold the lease.
-const ACQUIRE_RETRY: Duration = Duration::from_secs(1);
 
 pub enum LeaseMsg {
     Event(LeaseEvent),
-    /// Timer: renewal or deadline.
+    /// Timer: renewal, deadline or acquire retry.
     Tick,
-    /// Timer: acquire again.
-    Acquire,
 }
 
 pub struct LeaseArgs {
@@ -153,27 +149,13 @@ impl Actor for LeaseActor {
     ) -> Result<(), ActorProcessingErr> {
         let now = st.now_ms();
         let actions = match msg {
-            LeaseMsg::Event(ev) => {
-                let refused = ev == LeaseEvent::Refused;
-                let a = st.machine.handle(ev, now);
-                if refused && matches!(st.machine.view(), LeaseView::Replica { holder: None }) {
-                    myself.send_after(ACQUIRE_RETRY, || LeaseMsg::Acquire);
-                }
-                a
-            }
+            LeaseMsg::Event(ev) => st.machine.handle(ev, now),
             LeaseMsg::Tick => {
                 // Any timer firing clears the mark; `run` arms the next one (a spare
                 // timer only causes a spare tick, never a missed one).
                 st.tick_at = None;
                 st.machine.handle(LeaseEvent::Tick, now)
             }
-            // Still nobody known to hold it: try again.
-            LeaseMsg::Acquire
-                if matches!(st.machine.view(), LeaseView::Replica { holder: None }) =>
-            {
-                st.machine.handle(LeaseEvent::Holder(None), now)
-            }
-            LeaseMsg::Acquire => Vec::new(),
         };
         st.run(&myself, actions);
         Ok(())

@@ -90,7 +90,8 @@ pub fn url_host_port(url: &str) -> Option<(String, u16)> {
     Some((host.trim_start_matches('[').trim_end_matches(']').to_owned(), port))
 }
 
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, ReplError> {
+/// The first address `host:port` resolves to.
+pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ReplError> {
     (host, port)
         .to_socket_addrs()?
         .next()
@@ -237,7 +238,7 @@ impl SupState {
     }
 
     /// Stops the follower and waits until its session ended (no apply in flight after).
-    async fn stop_follower_and_wait(&mut self) {
+    async fn stop_follower(&mut self) {
         if let Some((f, _)) = self.follower.take() {
             let r = f.stop_and_wait(Some("lease changed".into()), Some(RESTART_DELAY * 5)).await;
             if let Err(e) = r {
@@ -247,18 +248,11 @@ impl SupState {
         self.args.store.node().set_primary(None);
     }
 
-    fn stop_follower(&mut self) {
-        if let Some((f, _)) = self.follower.take() {
-            f.stop(Some("lease changed".into()));
-        }
-        self.args.store.node().set_primary(None);
-    }
-
     async fn apply_view(&mut self, myself: &ActorRef<SupMsg>, view: LeaseView) {
         self.view = view.clone();
         match view {
             LeaseView::Primary { epoch } => {
-                self.stop_follower_and_wait().await;
+                self.stop_follower().await;
                 if self.needs_take_over {
                     // Promotion: the FUSE side takes over from the replica applier.
                     for db in self.args.store.list() {
@@ -283,7 +277,7 @@ impl SupState {
             LeaseView::Replica { holder } => {
                 self.args.store.node().set_writable(false);
                 self.stop_server();
-                self.stop_follower();
+                self.stop_follower().await;
                 self.backoff = BACKOFF_MIN;
                 match holder {
                     Some(h) if self.was_primary => {
@@ -425,7 +419,7 @@ impl Actor for ReplSupervisor {
             // Releases the lease (the lease actor's post_stop).
             let _ = l.stop_and_wait(Some("shutting down".into()), Some(RESTART_DELAY)).await;
         }
-        st.stop_follower();
+        st.stop_follower().await;
         st.stop_server();
         if let Some(ep) = st.client.take() {
             ep.close(0u32.into(), b"shutting down");

@@ -36,7 +36,7 @@ pub struct Cluster {
     pub nodes: Vec<ClusterNode>,
 }
 
-fn free_udp_port() -> u16 {
+pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 

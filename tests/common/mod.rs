@@ -8,7 +8,7 @@ pub mod consul;
 pub mod relay;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 
 use litefleet::core::ltx::{DbState, LtxReader, MemStore, apply};
@@ -24,6 +24,23 @@ pub struct Node {
     pub store: Arc<Store>,
     pub mounted: Option<Mounted>,
     pub rt: Option<tokio::runtime::Runtime>,
+}
+
+/// Starts an `sqlclient` example process with its output captured.
+pub fn client(args: &[&str]) -> Child {
+    Command::new(example("sqlclient"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a client and returns the number it printed; panics with its stderr on failure.
+pub fn finish(c: Child, what: &str) -> u64 {
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "{what}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
 }
 
 pub fn tmp(name: &str) -> PathBuf {
