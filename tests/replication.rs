@@ -146,7 +146,8 @@ fn restarts_kills_and_divergence() {
     c.start_node(2);
     assert_identical(&c, "r.db");
     assert!(c.log(2).contains("diverged"), "the replica noticed");
-    assert!(c.log(0).contains("Diverged"), "the primary sent a snapshot");
+    assert!(c.log(0).contains("sending a resync snapshot"), "the primary sent a resync");
+    assert!(c.log(2).contains("its LTX files were moved aside"), "the replica kept its files");
 }
 
 #[test]

@@ -29,25 +29,59 @@ pub enum Plan {
     Snapshot(SnapshotReason),
     /// The database is deleted on the primary: send its deletion file (index).
     Deletion(usize),
+    /// The replica's position is not on the primary's history: it holds transactions the
+    /// primary never had (a deposed primary's unreplicated tail, or a changed file). Send a
+    /// *resync* snapshot, on which the replica first sets its own LTX files aside.
+    Resync(Divergence),
+}
+
+/// How a replica's history was found to differ from the primary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Divergence {
+    /// The replica claims a TXID the primary has not reached.
+    Ahead,
+    /// Same TXID, different checksum.
+    SameTxid,
+    /// The primary's checksum at the replica's TXID (a file boundary) differs.
+    Boundary,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotReason {
     /// The replica has no copy.
     Empty,
-    /// The replica claims a TXID the primary has not reached.
-    Ahead,
-    /// Same TXID, different checksum: the histories diverged.
-    Diverged,
     /// The files from the replica's position were removed by retention.
     Retention,
+}
+
+/// What the primary's files say of a replica's position: `Some(true)` on the primary's
+/// history, `Some(false)` not, `None` unknown. `boundaries` are positions the primary knows
+/// from its files without replaying them (the post-apply position of a file ending at the
+/// replica's TXID, the pre-apply position of one starting right after it). A position
+/// strictly inside a ranged file is unknown here; the replica's own post-apply check
+/// decides it (see [`Incoming::check`]).
+pub fn on_history(replica: Pos, boundaries: &[Pos]) -> Option<bool> {
+    let mut verdict = None;
+    for b in boundaries.iter().filter(|b| b.txid == replica.txid) {
+        if b.checksum != replica.checksum {
+            return Some(false);
+        }
+        verdict = Some(true);
+    }
+    verdict
 }
 
 /// Decides what a replica at `replica` needs. `files` are the primary's LTX files as
 /// `(min, max)` sorted by `min`, possibly overlapping (a replica that applied a ranged file
 /// keeps it); `primary` is the position after the newest; `deleted` whether the newest
-/// file is a deletion.
-pub fn plan(replica: Option<Pos>, primary: Pos, files: &[(Txid, Txid)], deleted: bool) -> Plan {
+/// file is a deletion; `history` what [`on_history`] says of the replica's position.
+pub fn plan(
+    replica: Option<Pos>,
+    primary: Pos,
+    files: &[(Txid, Txid)],
+    deleted: bool,
+    history: Option<bool>,
+) -> Plan {
     let replica = replica.unwrap_or(Pos::EMPTY);
     if replica == primary {
         return Plan::UpToDate;
@@ -59,10 +93,13 @@ pub fn plan(replica: Option<Pos>, primary: Pos, files: &[(Txid, Txid)], deleted:
         return Plan::Snapshot(SnapshotReason::Empty);
     }
     if replica.txid > primary.txid {
-        return Plan::Snapshot(SnapshotReason::Ahead);
+        return Plan::Resync(Divergence::Ahead);
     }
     if replica.txid == primary.txid {
-        return Plan::Snapshot(SnapshotReason::Diverged);
+        return Plan::Resync(Divergence::SameTxid);
+    }
+    if history == Some(false) {
+        return Plan::Resync(Divergence::Boundary);
     }
     // Walk forward from the replica's TXID, each step taking the file that covers the next
     // TXID and reaches furthest.
@@ -101,6 +138,14 @@ pub enum ApplyError {
     PageSize { file: u32, db: u32 },
     #[error("page {pgno} leaves a hole past the end ({pages} pages)")]
     Hole { pgno: PageNo, pages: u32 },
+}
+
+impl ApplyError {
+    /// The file is intact (its own checksums verified) but does not continue this
+    /// database: the histories diverged (or the local file was changed).
+    pub fn is_divergence(&self) -> bool {
+        matches!(self, ApplyError::PreApply { .. } | ApplyError::PostApply { .. })
+    }
 }
 
 /// A received LTX file, decoded and verified against the local state; apply with
@@ -225,26 +270,43 @@ mod tests {
     fn plans() {
         let files = [(t(1), t(1)), (t(2), t(5)), (t(6), t(6)), (t(7), t(9))];
         let p = pos(9, 9);
-        assert_eq!(plan(Some(p), p, &files, false), Plan::UpToDate);
-        assert_eq!(plan(None, p, &files, false), Plan::Snapshot(SnapshotReason::Empty));
-        assert_eq!(plan(Some(pos(10, 1)), p, &files, false), Plan::Snapshot(SnapshotReason::Ahead));
+        assert_eq!(plan(Some(p), p, &files, false, None), Plan::UpToDate);
+        assert_eq!(plan(None, p, &files, false, None), Plan::Snapshot(SnapshotReason::Empty));
+        assert_eq!(plan(Some(pos(10, 1)), p, &files, false, None), Plan::Resync(Divergence::Ahead));
         assert_eq!(
-            plan(Some(pos(9, 1)), p, &files, false),
-            Plan::Snapshot(SnapshotReason::Diverged)
+            plan(Some(pos(9, 1)), p, &files, false, None),
+            Plan::Resync(Divergence::SameTxid)
         );
-        assert_eq!(plan(Some(pos(1, 1)), p, &files, false), Plan::Files(vec![1, 2, 3]));
+        // Off the primary's history at a file boundary: resync, whatever files exist.
+        assert_eq!(
+            plan(Some(pos(5, 1)), p, &files, false, Some(false)),
+            Plan::Resync(Divergence::Boundary)
+        );
+        assert_eq!(plan(Some(pos(5, 1)), p, &files, false, Some(true)), Plan::Files(vec![2, 3]));
+        assert_eq!(plan(Some(pos(1, 1)), p, &files, false, None), Plan::Files(vec![1, 2, 3]));
         // Inside a ranged file: that file again, then on.
-        assert_eq!(plan(Some(pos(3, 1)), p, &files, false), Plan::Files(vec![1, 2, 3]));
-        assert_eq!(plan(Some(pos(6, 1)), p, &files, false), Plan::Files(vec![3]));
+        assert_eq!(plan(Some(pos(3, 1)), p, &files, false, None), Plan::Files(vec![1, 2, 3]));
+        assert_eq!(plan(Some(pos(6, 1)), p, &files, false, None), Plan::Files(vec![3]));
         // Retention removed what is needed.
         assert_eq!(
-            plan(Some(pos(1, 1)), p, &files[2..], false),
+            plan(Some(pos(1, 1)), p, &files[2..], false, None),
             Plan::Snapshot(SnapshotReason::Retention)
         );
         // Overlapping files: the one reaching furthest.
         let over = [(t(1), t(3)), (t(2), t(2)), (t(2), t(6))];
-        assert_eq!(plan(Some(pos(1, 1)), pos(6, 6), &over, false), Plan::Files(vec![2]));
-        assert_eq!(plan(Some(pos(1, 1)), p, &files, true), Plan::Deletion(3));
+        assert_eq!(plan(Some(pos(1, 1)), pos(6, 6), &over, false, None), Plan::Files(vec![2]));
+        assert_eq!(plan(Some(pos(1, 1)), p, &files, true, None), Plan::Deletion(3));
+    }
+
+    #[test]
+    fn history_from_boundaries() {
+        let b = [pos(4, 40), pos(5, 50)];
+        assert_eq!(on_history(pos(5, 50), &b), Some(true));
+        assert_eq!(on_history(pos(5, 51), &b), Some(false));
+        assert_eq!(on_history(pos(6, 60), &b), None);
+        // Two boundaries at one TXID (a file ends there, the next starts after): both must
+        // agree.
+        assert_eq!(on_history(pos(4, 40), &[pos(4, 40), pos(4, 41)]), Some(false));
     }
 
     #[test]

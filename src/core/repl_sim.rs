@@ -204,7 +204,7 @@ impl Replica {
 fn sync(p: &Primary, r: &mut Replica, rng: &mut Rng) -> bool {
     let ranges: Vec<(Txid, Txid)> = p.files.iter().map(|(a, b, _)| (*a, *b)).collect();
     let at = (r.state.pos.txid != Txid::ZERO).then_some(r.state.pos);
-    match plan(at, p.state.pos, &ranges, false) {
+    match plan(at, p.state.pos, &ranges, false, None) {
         Plan::UpToDate => {}
         Plan::Files(idx) => {
             for i in idx {
@@ -213,7 +213,7 @@ fn sync(p: &Primary, r: &mut Replica, rng: &mut Rng) -> bool {
                 }
             }
         }
-        Plan::Snapshot(_) => {
+        Plan::Snapshot(_) | Plan::Resync(_) => {
             if !r.receive(&p.snapshot(), rng.chance(3)) {
                 return false;
             }

@@ -71,8 +71,9 @@ pub enum DbMsg {
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
     /// Everything queued before is written; with `durable`, also fdatasynced.
     Barrier { durable: bool, reply: Reply<()> },
-    /// Replica: verify and apply files received from the primary, in order.
-    Apply { ltxs: Vec<bytes::Bytes>, reply: Reply<Pos> },
+    /// Replica: verify and apply files received from the primary, in order; with `resync`,
+    /// set the local LTX files aside first (the first file is a resync snapshot).
+    Apply { ltxs: Vec<bytes::Bytes>, resync: bool, reply: Reply<Pos> },
     /// A copy of the database state (shutdown: the checksum cache).
     State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
@@ -90,9 +91,19 @@ pub enum DbMsg {
 pub struct Shared {
     error: Mutex<Option<LogFailure>>,
     queue: Mutex<VecDeque<Commit>>,
+    /// Replica: the local history was set aside; announce no position until a snapshot.
+    resync: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
+    pub fn needs_resync(&self) -> bool {
+        self.resync.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn set_resync(&self, on: bool) {
+        self.resync.store(on, std::sync::atomic::Ordering::Release);
+    }
+
     pub fn error(&self) -> Option<LogFailure> {
         self.error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -214,10 +225,33 @@ impl DbActorState {
                 }
                 let _ = reply.send(r);
             }
-            DbMsg::Apply { ltxs, reply } => {
-                let r = super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs);
-                if let Err(e) = &r {
-                    tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused");
+            DbMsg::Apply { ltxs, resync, reply } => {
+                let mut r = Ok(());
+                if resync {
+                    r = super::replica::set_aside(
+                        &mut self.log,
+                        &self.apply,
+                        "resync from the primary",
+                    );
+                }
+                let r = r.and_then(|()| {
+                    super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs)
+                });
+                match &r {
+                    Ok(_) => self.shared.set_resync(false),
+                    Err(DbError::Diverged(why)) => {
+                        // Found here (inside a ranged file the primary could not check):
+                        // keep the local history aside and ask for a snapshot next session.
+                        let why = why.clone();
+                        match super::replica::set_aside(&mut self.log, &self.apply, &why) {
+                            Ok(()) => self.shared.set_resync(true),
+                            Err(e) => tracing::error!(db = %self.apply.name, error = %e,
+                                "cannot set the diverged LTX files aside; not resyncing"),
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused")
+                    }
                 }
                 let _ = reply.send(r.map_err(LogFailure::from));
             }

@@ -12,7 +12,7 @@
 //! idle).
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -368,6 +368,29 @@ impl LtxLog {
         }
         self.unsynced.clear();
         Ok(())
+    }
+
+    /// Moves every LTX file into `dest` (created), durably: the database's history is not the
+    /// primary's, and a resync snapshot is about to replace it. Returns the moved files'
+    /// names. The database file and position are unchanged until the snapshot applies.
+    pub fn set_aside(&mut self, dest: &std::path::Path) -> Result<Vec<String>, DbError> {
+        self.flush()?;
+        self.sync()?;
+        let files = self.dir.list()?;
+        if files.is_empty() {
+            return Ok(Vec::new());
+        }
+        fs::create_dir_all(dest)?;
+        let mut names = Vec::new();
+        for (_, _, path) in files {
+            let Some(name) = path.file_name() else { continue };
+            fs::rename(&path, dest.join(name))?;
+            names.push(name.to_string_lossy().into_owned());
+        }
+        // Both directories: the files must be in exactly one place after a crash.
+        File::open(dest)?.sync_all()?;
+        self.dir.sync_dir()?;
+        Ok(names)
     }
 
     pub fn has_unsynced(&self) -> bool {

@@ -122,6 +122,10 @@ pub enum DbError {
     ActorGone,
     #[error("replicated LTX refused: {0}")]
     Rejected(String),
+    /// A replicated file is intact but does not continue this database: the local history
+    /// is not the primary's. The local LTX files were set aside; a resync follows.
+    #[error("history diverged from the primary's: {0}")]
+    Diverged(String),
 }
 
 /// Options for the commit path.
@@ -322,10 +326,13 @@ impl Db {
     /// Replica: verifies and applies files received from the primary, in order (a run of
     /// consecutive files is applied as one; see [`replica::apply_run`]); returns the new
     /// position.
-    pub async fn apply_ltx(&self, ltxs: Vec<bytes::Bytes>) -> Result<Pos, DbError> {
+    ///
+    /// `resync`: the first file is a resync snapshot (the primary found this database's
+    /// history is not its own): the local LTX files are set aside first.
+    pub async fn apply_ltx(&self, ltxs: Vec<bytes::Bytes>, resync: bool) -> Result<Pos, DbError> {
         let (tx, rx) = oneshot::channel();
         self.actor()?
-            .send_message(DbMsg::Apply { ltxs, reply: tx.into() })
+            .send_message(DbMsg::Apply { ltxs, resync, reply: tx.into() })
             .map_err(|_| DbError::ActorGone)?;
         match rx.await {
             Ok(Ok(p)) => Ok(p),
@@ -353,6 +360,12 @@ impl Db {
             Some(e) => Err(DbError::Log(e)),
             None => Ok(()),
         }
+    }
+
+    /// Whether this replica's history was found to differ from the primary's and set
+    /// aside: its position must not be announced (the primary then sends a snapshot).
+    pub fn needs_resync(&self) -> bool {
+        self.shared.needs_resync()
     }
 
     /// Whether the database file exists (it does not after a deletion, until re-created).

@@ -105,6 +105,22 @@ impl ApplyCtx {
     }
 }
 
+/// Sets every local LTX file aside under `<data.dir>/diverged/<db>/<unix ms>-<txid>/` and
+/// logs their names: the database's history is not the primary's (a deposed primary's
+/// unreplicated tail, or a changed file), and a snapshot will replace it. Nothing is deleted;
+/// `litefleet ltx` reads the files there.
+pub fn set_aside(log: &mut LtxLog, ctx: &ApplyCtx, why: &str) -> Result<(), DbError> {
+    let root = ctx.dir.parent().and_then(Path::parent).unwrap_or(&ctx.dir);
+    let pos = log.state.pos;
+    let stamp = crate::repl::now_ms();
+    let dest = root.join("diverged").join(&ctx.name).join(format!("{stamp}-{}", pos.txid));
+    let names = log.set_aside(&dest)?;
+    tracing::error!(db = %ctx.name, %pos, dir = %dest.display(), files = ?names, why,
+        "this database's history is not the primary's: its LTX files were moved aside (they \
+         hold any transactions no other node has); resyncing from the primary");
+    Ok(())
+}
+
 /// Verifies and applies a run of LTX files received in order; returns the new position.
 ///
 /// Several files are first compacted into one ranged file (each input's file checksum and
@@ -143,8 +159,13 @@ pub fn apply_run(
 
 /// Verifies and applies one LTX file; returns the new position.
 pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, DbError> {
-    let inc = Incoming::check(ltx, ltx.len() as u64, &log.state)
-        .map_err(|e| DbError::Rejected(e.to_string()))?;
+    let inc = Incoming::check(ltx, ltx.len() as u64, &log.state).map_err(|e| {
+        if e.is_divergence() {
+            DbError::Diverged(e.to_string())
+        } else {
+            DbError::Rejected(e.to_string())
+        }
+    })?;
     // Stored first: recovery can finish what a crash interrupted.
     log.store_received(inc.min_txid, inc.pos.txid, ltx)?;
     let db_path = ctx.dir.join(FileKind::Database.backing_name());

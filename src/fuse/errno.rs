@@ -13,8 +13,10 @@ pub fn errno(e: &DbError) -> Errno {
         DbError::UnalignedWrite { .. } | DbError::NotSqlite => Errno::EINVAL,
         DbError::ReadOnly => Errno::EROFS,
         DbError::Log(f) => f.os.map(Errno::from_i32).unwrap_or(Errno::EIO),
-        DbError::Ltx(_) | DbError::Recovery { .. } | DbError::ActorGone | DbError::Rejected(_) => {
-            Errno::EIO
-        }
+        DbError::Ltx(_)
+        | DbError::Recovery { .. }
+        | DbError::ActorGone
+        | DbError::Rejected(_)
+        | DbError::Diverged(_) => Errno::EIO,
     }
 }

@@ -133,16 +133,20 @@ pub fn file_pos(ltx: &[u8]) -> Option<(Header, Pos)> {
     Some((h, Pos { txid: h.max_txid, checksum: t.post_apply_checksum }))
 }
 
-/// Sends one LTX file as LTX_BEGIN, LTX_CHUNK…, LTX_END.
+/// Sends one LTX file as LTX_BEGIN, LTX_CHUNK…, LTX_END; a snapshot as a resync if
+/// `resync` (the replica's history is not the primary's).
 pub async fn send_ltx(
     wr: &mut Writer,
     name: &str,
     epoch: Epoch,
     ltx: Bytes,
+    resync: bool,
 ) -> Result<(), ReplError> {
     let (h, _) = file_pos(&ltx).ok_or_else(|| ReplError::Protocol("short LTX file".into()))?;
     let kind = if h.commit == 0 {
         LtxKind::Deletion
+    } else if h.is_snapshot() && resync {
+        LtxKind::Resync
     } else if h.is_snapshot() {
         LtxKind::Snapshot
     } else {

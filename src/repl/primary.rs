@@ -20,7 +20,10 @@ use tracing::Instrument;
 
 use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
-use crate::core::repl::{Plan, plan};
+use std::path::PathBuf;
+
+use crate::core::ltx::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer};
+use crate::core::repl::{Plan, on_history, plan};
 use crate::core::types::{Epoch, Pos, Txid};
 use crate::core::wire::Frame;
 use crate::db::Db;
@@ -137,7 +140,7 @@ async fn db_stream(
             loop {
                 match events.recv().await {
                     Ok(c) if Some(c.pre) == at => {
-                        send_ltx(&mut wr, &name, epoch, c.ltx.clone()).await?;
+                        send_ltx(&mut wr, &name, epoch, c.ltx.clone(), false).await?;
                         at = Some(c.pos);
                     }
                     Ok(c) if at.is_some_and(|a| c.pos.txid <= a.txid) => {} // sent by catch-up
@@ -169,7 +172,22 @@ async fn catch_up(
         .map_err(|e| ReplError::Protocol(e.to_string()))??;
     let ranges: Vec<(Txid, Txid)> = files.iter().map(|(a, b, _)| (*a, *b)).collect();
     let deleted = !db.exists();
-    match plan(at, target, &ranges, deleted) {
+    let history = match at {
+        Some(p) if p.txid > Txid::ZERO && p.txid < target.txid => {
+            let near: Vec<PathBuf> = files
+                .iter()
+                .filter(|(min, max, _)| *max == p.txid || min.0 == p.txid.0 + 1)
+                .map(|(_, _, path)| path.clone())
+                .collect();
+            let b = tokio::task::spawn_blocking(move || boundaries(&near))
+                .await
+                .map_err(|e| ReplError::Protocol(e.to_string()))??;
+            on_history(p, &b)
+        }
+        _ => None,
+    };
+    let plan_kind = plan(at, target, &ranges, deleted, history);
+    match plan_kind.clone() {
         Plan::UpToDate => {}
         Plan::Files(idx) => {
             for i in idx {
@@ -180,7 +198,7 @@ async fn catch_up(
                 let bytes = Bytes::from(bytes);
                 let (_, pos) = file_pos(&bytes)
                     .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
-                send_ltx(wr, db.name(), epoch, bytes).await?;
+                send_ltx(wr, db.name(), epoch, bytes, false).await?;
                 at = Some(pos);
             }
         }
@@ -188,18 +206,50 @@ async fn catch_up(
             let bytes = Bytes::from(std::fs::read(&files[i].2)?);
             let (_, pos) = file_pos(&bytes)
                 .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
-            send_ltx(wr, db.name(), epoch, bytes).await?;
+            send_ltx(wr, db.name(), epoch, bytes, false).await?;
             at = Some(pos);
         }
-        Plan::Snapshot(reason) => {
-            tracing::info!(?reason, replica = ?at, primary = %target, "sending a snapshot");
+        Plan::Snapshot(_) | Plan::Resync(_) => {
+            let resync = matches!(plan_kind, Plan::Resync(_));
+            match &plan_kind {
+                Plan::Resync(why) => tracing::warn!(?why, replica = ?at, primary = %target,
+                    "replica's history is not ours: sending a resync snapshot (it sets its \
+                     own LTX files aside)"),
+                _ => tracing::info!(reason = ?plan_kind, replica = ?at, primary = %target,
+                    "sending a snapshot"),
+            }
             let d = db.clone();
             let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
                 .await
                 .map_err(|e| ReplError::Protocol(e.to_string()))??;
-            send_ltx(wr, db.name(), epoch, Bytes::from(bytes)).await?;
+            send_ltx(wr, db.name(), epoch, Bytes::from(bytes), resync).await?;
             at = Some(pos);
         }
     }
     Ok(at)
+}
+
+/// Positions known from the header (pre-apply) and trailer (post-apply) of `paths`.
+fn boundaries(paths: &[PathBuf]) -> Result<Vec<Pos>, ReplError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut out = Vec::new();
+    for path in paths {
+        let mut f = match std::fs::File::open(path) {
+            Ok(f) => f,
+            // Removed by retention meanwhile: it says nothing.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let mut h = [0u8; HEADER_SIZE];
+        f.read_exact(&mut h)?;
+        let mut t = [0u8; TRAILER_SIZE];
+        f.seek(SeekFrom::End(-(TRAILER_SIZE as i64)))?;
+        f.read_exact(&mut t)?;
+        let (Ok(h), t) = (Header::decode(&h), Trailer::decode(&t)) else { continue };
+        if h.min_txid.0 > 1 {
+            out.push(Pos { txid: Txid(h.min_txid.0 - 1), checksum: h.pre_apply_checksum });
+        }
+        out.push(Pos { txid: h.max_txid, checksum: t.post_apply_checksum });
+    }
+    Ok(out)
 }

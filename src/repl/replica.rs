@@ -12,7 +12,7 @@ use tokio_util::codec::FramedRead;
 
 use super::{Identity, ReplError, framed, next_frame};
 use crate::core::types::Pos;
-use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler};
+use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler, LtxKind, Received};
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
 
@@ -51,7 +51,7 @@ pub async fn session(
     let positions: Vec<DbPos> = store
         .list()
         .into_iter()
-        .filter(|d| d.pos().txid.0 > 0)
+        .filter(|d| d.pos().txid.0 > 0 && !d.needs_resync())
         .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
         .collect();
     wr.send(Frame::PosMap(positions)).await?;
@@ -100,20 +100,24 @@ async fn db_stream(
 ) -> Result<(), ReplError> {
     let mut rd = FramedRead::new(recv, FrameCodec::default());
     let mut asm = LtxAssembler::new();
-    while let Some(f) = rd.next().await {
-        let f = f?;
-        if let Frame::Error { code, message } = f {
-            return Err(ReplError::Remote { code, message });
-        }
-        let Some(got) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? else {
-            continue;
+    // A resync snapshot found while collecting a run: it starts the next one.
+    let mut held: Option<Received> = None;
+    loop {
+        let got = match held.take() {
+            Some(g) => g,
+            None => match next_file(&mut rd, &mut asm).await? {
+                Some(g) => g,
+                None => return Ok(()),
+            },
         };
         let name = got.begin.name.clone();
+        let resync = got.begin.kind == LtxKind::Resync;
         // Take every file that already arrived too (without waiting): a replica that fell
-        // behind applies them as one run instead of paying the locks per transaction.
+        // behind applies them as one run instead of paying the locks per transaction. A
+        // resync snapshot is applied alone.
         let mut run = vec![got.file];
         let mut run_bytes = run[0].len();
-        while run.len() < MAX_RUN_FILES && run_bytes < MAX_RUN_BYTES {
+        while !resync && run.len() < MAX_RUN_FILES && run_bytes < MAX_RUN_BYTES {
             let Some(next) = rd.next().now_or_never() else { break };
             let Some(f) = next else { break };
             let f = f?;
@@ -123,6 +127,10 @@ async fn db_stream(
             if let Some(more) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? {
                 if more.begin.name != name {
                     return Err(ReplError::Protocol("two databases on one stream".into()));
+                }
+                if more.begin.kind == LtxKind::Resync {
+                    held = Some(more);
+                    break;
                 }
                 run_bytes += more.file.len();
                 run.push(more.file);
@@ -140,12 +148,28 @@ async fn db_stream(
             }
         };
         let files = run.len();
-        let pos = db.apply_ltx(run).await?;
+        let pos = db.apply_ltx(run, resync).await?;
         if let Some(ms) = stamp {
             store.node().note_primary_time(ms);
         }
         tracing::debug!(db = %name, %pos, files, "applied");
         let _ = acks.send((name, pos));
     }
-    Ok(())
+}
+
+/// The next whole file on a database stream; `None` at its end.
+async fn next_file(
+    rd: &mut FramedRead<quinn::RecvStream, FrameCodec>,
+    asm: &mut LtxAssembler,
+) -> Result<Option<Received>, ReplError> {
+    while let Some(f) = rd.next().await {
+        let f = f?;
+        if let Frame::Error { code, message } = f {
+            return Err(ReplError::Remote { code, message });
+        }
+        if let Some(got) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? {
+            return Ok(Some(got));
+        }
+    }
+    Ok(None)
 }

@@ -95,6 +95,16 @@ pub enum LtxKind {
     Incremental,
     Snapshot,
     Deletion,
+    /// A snapshot replacing a history that is not the primary's: the replica sets its own
+    /// LTX files aside before applying it (`protocol.md` §5.2).
+    Resync,
+}
+
+impl LtxKind {
+    /// Whether the file is a snapshot (MinTXID 1, every page).
+    pub fn is_snapshot(self) -> bool {
+        matches!(self, LtxKind::Snapshot | LtxKind::Resync)
+    }
 }
 
 /// LTX_BEGIN: starts the transfer of one LTX file on a database stream.
@@ -291,6 +301,7 @@ fn encode_payload(frame: &Frame, dst: &mut BytesMut) -> Result<(), EncodeError> 
                 LtxKind::Incremental => 0,
                 LtxKind::Snapshot => 1,
                 LtxKind::Deletion => 2,
+                LtxKind::Resync => 3,
             });
             dst.put_u64(b.min_txid.0);
             dst.put_u64(b.max_txid.0);
@@ -496,6 +507,7 @@ fn decode_payload(t: u8, buf: Bytes) -> Result<Frame, DecodeError> {
                 0 => LtxKind::Incremental,
                 1 => LtxKind::Snapshot,
                 2 => LtxKind::Deletion,
+                3 => LtxKind::Resync,
                 _ => return Err(r.invalid("kind", "is not 0, 1 or 2")),
             };
             let min_txid = Txid(r.u64("min txid")?);
