@@ -226,6 +226,18 @@ pub struct ConsulConfig {
     pub ttl: Duration,
     #[serde(default = "one_second", deserialize_with = "duration")]
     pub lock_delay: Duration,
+    /// litefleet: a candidate that has heard nothing from the primary for this long
+    /// suspects it (fast failover, `protocol.md` §10.2); `0s` turns fast failover off (the
+    /// lease then moves only when Consul expires the session, as in LiteFS).
+    #[serde(default = "one_second", deserialize_with = "duration")]
+    pub failover_timeout: Duration,
+    /// litefleet: how many nodes must suspect the primary before its session is destroyed.
+    #[serde(default = "one")]
+    pub failover_quorum: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// litefleet: PEM files for mutual TLS between nodes.
@@ -495,6 +507,16 @@ impl Config {
                 }
                 if c.ttl < Duration::from_secs(10) {
                     return invalid("lease.consul.ttl", "Consul's minimum session TTL is 10s");
+                }
+                if c.lock_delay < Duration::from_millis(200) {
+                    return invalid(
+                        "lease.consul.lock-delay",
+                        "must be at least 200ms: the primary stops writing 3/4 of it after its \
+                         last renew, before anyone else may take the lease",
+                    );
+                }
+                if c.failover_quorum == 0 {
+                    return invalid("lease.consul.failover-quorum", "must be at least 1");
                 }
             }
             "" => return invalid("lease.type", "required: static or consul"),

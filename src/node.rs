@@ -2,8 +2,9 @@
 //! kernel-cache handle of the mount, and what a replica knows of its primary.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 /// Invalidation of the kernel's caches for files litefleet changes behind its back (a
 /// replicated transaction applied to a database file), and the mount's path (the replica
@@ -18,6 +19,13 @@ pub trait KernelCache: Send + Sync {
 /// See the module docs.
 pub struct NodeCtx {
     writable: AtomicBool,
+    /// Writes are refused from this many ms after `base` on (the lease's write fence;
+    /// `u64::MAX`: no fence). Checked on every write, so a process that was paused past its
+    /// fence refuses writes before any timer of the lease actor runs.
+    write_until_ms: AtomicU64,
+    /// When something was last heard from the primary (ms after `base`; replica).
+    primary_heard_ms: AtomicU64,
+    base: Instant,
     kernel: OnceLock<Arc<dyn KernelCache>>,
     primary: Mutex<Option<String>>,
     /// Timestamp (ms) of the newest primary clock reading, 0 before the first.
@@ -28,6 +36,10 @@ impl Default for NodeCtx {
     fn default() -> NodeCtx {
         NodeCtx {
             writable: AtomicBool::new(true),
+            write_until_ms: AtomicU64::new(u64::MAX),
+            primary_heard_ms: AtomicU64::new(0),
+            #[allow(clippy::disallowed_methods)] // the shell owns the clock
+            base: Instant::now(),
             kernel: OnceLock::new(),
             primary: Mutex::new(None),
             primary_time_ms: AtomicI64::new(0),
@@ -39,6 +51,31 @@ impl NodeCtx {
     /// Whether applications may write (this node is the primary).
     pub fn writable(&self) -> bool {
         self.writable.load(Ordering::Acquire)
+            && self.now_ms() < self.write_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Milliseconds on this node's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// The write fence: writes are refused from `at` on (`None`: no fence).
+    pub fn set_write_until(&self, at: Option<Instant>) {
+        let ms = match at {
+            Some(t) => t.saturating_duration_since(self.base).as_millis() as u64,
+            None => u64::MAX,
+        };
+        self.write_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// A replica heard from its primary now (any frame).
+    pub fn heard_primary(&self) {
+        self.primary_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long ago the primary was last heard from, in ms.
+    pub fn primary_silent_ms(&self) -> u64 {
+        self.now_ms().saturating_sub(self.primary_heard_ms.load(Ordering::Relaxed))
     }
 
     pub fn set_writable(&self, w: bool) {

@@ -21,27 +21,34 @@ const TTL: Duration = Duration::from_secs(10);
 const LOCK_DELAY: Duration = Duration::from_secs(1);
 
 type Views = Arc<Mutex<Vec<(&'static str, LeaseView, Instant)>>>;
+/// Each node's newest write fence (`None`: no fence).
+type Fences = Arc<Mutex<std::collections::HashMap<&'static str, Option<Instant>>>>;
 
 fn holder(name: &str) -> Holder {
     Holder { hostname: name.into(), advertise_url: format!("http://{name}:20202") }
 }
 
 fn backend(c: &Consul, key: &str, name: &str) -> Arc<ConsulLease> {
-    Arc::new(ConsulLease::new(&c.url(), key, TTL, LOCK_DELAY, holder(name)).unwrap())
+    Arc::new(ConsulLease::new(&c.url(), key, TTL, LOCK_DELAY, 1, holder(name)).unwrap())
 }
 
 async fn node(
     name: &'static str,
     b: Arc<ConsulLease>,
     views: &Views,
+    fences: &Fences,
 ) -> ActorRef<litefleet::lease::actor::LeaseMsg> {
+    let f = fences.clone();
+    let on_fence = Box::new(move |until: Option<Instant>| {
+        f.lock().unwrap().insert(name, until);
+    });
     let v = views.clone();
     let on_change = Box::new(move |view: LeaseView| {
         #[allow(clippy::disallowed_methods)]
         v.lock().unwrap().push((name, view, Instant::now()));
     });
     let backend: Arc<dyn LeaseBackend> = b;
-    let args = LeaseArgs { backend, candidate: true, on_change };
+    let args = LeaseArgs { backend, candidate: true, on_change, on_fence };
     Actor::spawn(None, LeaseActor, args).await.unwrap().0
 }
 
@@ -79,13 +86,14 @@ async fn consul_lease_failover_handoff_and_self_demotion() {
     let mut consul = Consul::start(tmp("consul-lease").join("consul"));
     let key = "litefleet-test/primary";
     let views: Views = Arc::default();
+    let fences: Fences = Arc::default();
 
     // x holds the lease, then "crashes": it never renews.
     let x = backend(&consul, key, "x");
     let e1 = x.acquire().await.unwrap().expect("first acquire wins");
     let crashed = Instant::now();
     // a follows x, learning of it from the watch.
-    let a = node("a", backend(&consul, key, "a"), &views).await;
+    let a = node("a", backend(&consul, key, "a"), &views, &fences).await;
     wait_view(&views, "a", Duration::from_secs(5), |v| {
         *v == LeaseView::Replica { holder: Some(holder("x")) }
     })
@@ -104,7 +112,7 @@ async fn consul_lease_failover_handoff_and_self_demotion() {
     assert!(matches!(x.renew().await, Err(LeaseError::Lost(_))));
 
     // b follows a; a hands over by releasing (graceful shutdown): no TTL, no lock-delay.
-    let b = node("b", backend(&consul, key, "b"), &views).await;
+    let b = node("b", backend(&consul, key, "b"), &views, &fences).await;
     wait_view(&views, "b", Duration::from_secs(5), |v| {
         *v == LeaseView::Replica { holder: Some(holder("a")) }
     })
@@ -126,6 +134,16 @@ async fn consul_lease_failover_handoff_and_self_demotion() {
     // server-side (its last renew was sent before the kill: deadline ≤ kill + TTL - margin).
     let killed = Instant::now();
     consul.kill();
+    // Writes stop first, at the fence: 3/4 of the lock-delay after b's last renew was sent.
+    let fence = fences.lock().unwrap()["b"].expect("a primary has a fence");
+    let fence_after = fence.saturating_duration_since(killed);
+    eprintln!("consul down: b's writes stop {fence_after:?} after the agent died");
+    assert!(fence_after <= LOCK_DELAY * 3 / 4, "fence {fence_after:?}");
+    tokio::time::sleep(fence_after + Duration::from_millis(50)).await;
+    assert!(
+        fences.lock().unwrap()["b"].is_some_and(|f| f <= Instant::now()),
+        "the fence never moves without a renew"
+    );
     let (_, at) =
         wait_view(&views, "b", Duration::from_secs(20), |v| matches!(v, LeaseView::Replica { .. }))
             .await;

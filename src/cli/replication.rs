@@ -78,7 +78,7 @@ pub fn start(
                 None => format!("http://{}:{}", id.hostname, listen.port()),
             };
             let me = Holder { hostname: id.hostname.clone(), advertise_url: url };
-            Arc::new(ConsulLease::new(&c.url, &c.key, c.ttl, c.lock_delay, me)?)
+            Arc::new(ConsulLease::new(&c.url, &c.key, c.ttl, c.lock_delay, c.failover_quorum, me)?)
         }
         _ => {
             if !candidate {
@@ -89,7 +89,14 @@ pub fn start(
         }
     };
     let static_primary = candidate && config.lease.kind == "static";
+    let failover_after = match (&config.lease.consul, config.lease.kind.as_str()) {
+        (Some(c), "consul") if candidate && !c.failover_timeout.is_zero() => {
+            Some(c.failover_timeout)
+        }
+        _ => None,
+    };
     let args = SupArgs {
+        failover_after,
         store: store.clone(),
         creds,
         id,

@@ -10,11 +10,16 @@
 //! TTL no earlier than that) plus the TTL minus a safety margin. A node that cannot renew
 //! demotes itself at the deadline, before the backend can hand the lease to anyone else.
 //! A backend with no TTL (the static lease) never expires.
+//!
+//! With a write fence ([`Timing::fence_ms`]) writes stop earlier, at the send time of the
+//! last grant plus the fence, and the lease is renewed every third of it; the shell checks
+//! [`LeaseMachine::write_until_ms`] on every write, not only when a timer fires, so a
+//! process paused past it (SIGSTOP, a VM freeze) refuses writes when it wakes.
 
 use crate::core::types::Epoch;
 
 /// Pause before retrying an acquire that was refused while nobody held the lease.
-pub const ACQUIRE_RETRY_MS: u64 = 1_000;
+pub const ACQUIRE_RETRY_MS: u64 = 200;
 
 /// Who holds the lease, as the backend reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,21 @@ pub struct Timing {
     pub ttl_ms: u64,
     /// Subtracted from the TTL: covers clock rate differences and the time a demotion takes.
     pub margin_ms: u64,
+    /// The write fence: writes are accepted only until the send time of the last grant
+    /// plus this, and the lease is renewed every third of it. It must be shorter than the
+    /// time the backend keeps the lease from others after invalidating it (Consul's
+    /// lock-delay), so a deposed primary stops writing before anyone else may start, even
+    /// when its session is destroyed early (fast failover, `protocol.md` §10).
+    pub fence_ms: Option<u64>,
+}
+
+impl Timing {
+    fn renew_every_ms(&self) -> u64 {
+        match self.fence_ms {
+            Some(f) => (f / 3).clamp(1, self.ttl_ms / 2),
+            None => self.ttl_ms / 2,
+        }
+    }
 }
 
 /// See the module docs.
@@ -73,8 +93,12 @@ pub struct LeaseMachine {
     candidate: bool,
     timing: Option<Timing>,
     view: LeaseView,
-    /// Primary only: writable strictly before this time.
+    /// Primary only: the role ends at this time (send time of the last grant + TTL −
+    /// margin).
     deadline_ms: u64,
+    /// Primary only: writable strictly before this time (the fence; `deadline_ms` without
+    /// one).
+    fence_ms: u64,
     /// Primary only: when to send the next renew (half the TTL after a grant was sent, or
     /// a short pause after a failed renew).
     renew_ms: u64,
@@ -94,6 +118,7 @@ impl LeaseMachine {
             timing,
             view: LeaseView::Replica { holder: None },
             deadline_ms: 0,
+            fence_ms: 0,
             renew_ms: 0,
             renewing: false,
             acquiring: false,
@@ -108,8 +133,18 @@ impl LeaseMachine {
 
     /// Whether this node may accept writes at `now_ms`.
     pub fn writable(&self, now_ms: u64) -> bool {
-        matches!(self.view, LeaseView::Primary { .. })
-            && (self.timing.is_none() || now_ms < self.deadline_ms)
+        now_ms < self.write_until_ms()
+    }
+
+    /// Until when (exclusive) this node may accept writes: 0 if it is not the primary,
+    /// `u64::MAX` for a lease without expiry. The shell checks it on every write, so a
+    /// paused process that wakes past it refuses writes before any timer runs.
+    pub fn write_until_ms(&self) -> u64 {
+        match (&self.view, self.timing) {
+            (LeaseView::Primary { .. }, None) => u64::MAX,
+            (LeaseView::Primary { .. }, Some(_)) => self.fence_ms,
+            (LeaseView::Replica { .. }, _) => 0,
+        }
     }
 
     /// When the actor should tick next (renewal, deadline or acquire retry), if ever.
@@ -152,7 +187,11 @@ impl LeaseMachine {
                     return self.demote(out, None);
                 }
                 self.deadline_ms = deadline;
-                self.renew_ms = self.timing.map_or(u64::MAX, |t| sent_ms + t.ttl_ms / 2);
+                self.fence_ms = match self.timing.and_then(|t| t.fence_ms) {
+                    Some(f) => deadline.min(sent_ms + f),
+                    None => deadline,
+                };
+                self.renew_ms = self.timing.map_or(u64::MAX, |t| sent_ms + t.renew_every_ms());
                 if self.view != (LeaseView::Primary { epoch }) {
                     self.view = LeaseView::Primary { epoch };
                     out.push(LeaseAction::Publish(self.view.clone()));
@@ -170,7 +209,8 @@ impl LeaseMachine {
                     return self.demote(out, None);
                 }
                 if let Some(t) = self.timing {
-                    self.renew_ms = now_ms + (t.ttl_ms / 10).clamp(1, 1_000);
+                    self.renew_ms =
+                        now_ms + (t.ttl_ms / 10).clamp(1, 1_000).min(t.renew_every_ms());
                 }
             }
             LeaseEvent::Holder(h) => {
@@ -220,6 +260,7 @@ impl LeaseMachine {
     fn demote(&mut self, mut out: Vec<LeaseAction>, holder: Option<Holder>) -> Vec<LeaseAction> {
         self.renewing = false;
         self.deadline_ms = 0;
+        self.fence_ms = 0;
         if matches!(self.view, LeaseView::Primary { .. }) || self.view_holder() != holder {
             self.view = LeaseView::Replica { holder };
             out.push(LeaseAction::Publish(self.view.clone()));
@@ -239,7 +280,8 @@ impl LeaseMachine {
 mod tests {
     use super::*;
 
-    const T: Timing = Timing { ttl_ms: 10_000, margin_ms: 1_000 };
+    const T: Timing = Timing { ttl_ms: 10_000, margin_ms: 1_000, fence_ms: None };
+    const R: u64 = ACQUIRE_RETRY_MS;
 
     fn other() -> Holder {
         Holder { hostname: "n2".into(), advertise_url: "http://n2:20202".into() }
@@ -349,14 +391,40 @@ mod tests {
         );
         // Only one acquire in flight.
         assert!(m.handle(LeaseEvent::Holder(None), 4).is_empty());
-        // Refused during the lock-delay: retried a second later, not before.
+        // Refused during the lock-delay: retried after a pause, not before.
         assert!(m.handle(LeaseEvent::Refused, 5).is_empty());
-        assert_eq!(m.next_tick_ms(), Some(1_005));
-        assert!(m.handle(LeaseEvent::Tick, 1_004).is_empty());
-        assert_eq!(m.handle(LeaseEvent::Tick, 1_005), vec![LeaseAction::Acquire]);
+        assert_eq!(m.next_tick_ms(), Some(R + 5));
+        assert!(m.handle(LeaseEvent::Tick, R + 4).is_empty());
+        assert_eq!(m.handle(LeaseEvent::Tick, R + 5), vec![LeaseAction::Acquire]);
         // A holder appearing cancels a pending retry.
-        m.handle(LeaseEvent::Refused, 1_006);
-        m.handle(LeaseEvent::Holder(Some(other())), 1_007);
+        m.handle(LeaseEvent::Refused, R + 6);
+        m.handle(LeaseEvent::Holder(Some(other())), R + 7);
         assert_eq!(m.next_tick_ms(), None);
+    }
+
+    #[test]
+    fn the_write_fence_stops_writes_long_before_the_lease_ends() {
+        let t = Timing { fence_ms: Some(750), ..T };
+        let mut m = LeaseMachine::new(true, Some(t));
+        m.start();
+        m.handle(LeaseEvent::Granted { epoch: Epoch(2), sent_ms: 100 }, 110);
+        // Writable until the send time + fence; still the primary until the TTL deadline.
+        assert!(m.writable(849));
+        assert!(!m.writable(850));
+        assert_eq!(m.view(), &LeaseView::Primary { epoch: Epoch(2) });
+        // Renewed every third of the fence; each grant moves the fence from its send time.
+        assert_eq!(m.next_tick_ms(), Some(350));
+        assert_eq!(m.handle(LeaseEvent::Tick, 350), vec![LeaseAction::Renew]);
+        m.handle(LeaseEvent::Granted { epoch: Epoch(2), sent_ms: 350 }, 360);
+        assert!(m.writable(1_099));
+        assert!(!m.writable(1_100));
+        // A failed renew is retried within the fence.
+        m.handle(LeaseEvent::Tick, 600);
+        m.handle(LeaseEvent::RenewFailed { lost: false }, 610);
+        assert_eq!(m.next_tick_ms(), Some(860));
+        // Paused past the fence (no timer ran): not writable when it wakes, and a late
+        // grant sent before the pause only counts from its send time.
+        m.handle(LeaseEvent::Granted { epoch: Epoch(2), sent_ms: 600 }, 5_000);
+        assert!(!m.writable(5_000));
     }
 }

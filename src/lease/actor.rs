@@ -21,12 +21,17 @@ pub enum LeaseMsg {
     Event(LeaseEvent),
     /// Timer: renewal, deadline or acquire retry.
     Tick,
+    /// The supervisor heard nothing from the primary for the failover timeout.
+    Depose,
 }
 
 pub struct LeaseArgs {
     pub backend: Arc<dyn LeaseBackend>,
     pub candidate: bool,
     pub on_change: Box<dyn Fn(LeaseView) + Send + Sync>,
+    /// Told the write fence after every event: writes must stop at this instant (`None`:
+    /// never). Runs inside the actor, like `on_change`.
+    pub on_fence: Box<dyn Fn(Option<Instant>) + Send + Sync>,
 }
 
 pub struct LeaseActor;
@@ -35,6 +40,7 @@ pub struct LeaseState {
     backend: Arc<dyn LeaseBackend>,
     machine: LeaseMachine,
     on_change: Box<dyn Fn(LeaseView) + Send + Sync>,
+    on_fence: Box<dyn Fn(Option<Instant>) + Send + Sync>,
     epoch0: Instant,
     watcher: JoinHandle<()>,
     /// When the pending timer fires, if one is pending.
@@ -47,6 +53,12 @@ impl LeaseState {
     }
 
     fn run(&mut self, myself: &ActorRef<LeaseMsg>, actions: Vec<LeaseAction>) {
+        // The fence first: a demotion below must not be preceded by a later fence.
+        let until = match self.machine.write_until_ms() {
+            u64::MAX => None,
+            ms => Some(self.epoch0 + Duration::from_millis(ms)),
+        };
+        (self.on_fence)(until);
         for a in actions {
             match a {
                 LeaseAction::Publish(view) => {
@@ -132,6 +144,7 @@ impl Actor for LeaseActor {
             backend: args.backend,
             machine: LeaseMachine::new(args.candidate, timing),
             on_change: args.on_change,
+            on_fence: args.on_fence,
             epoch0,
             watcher,
             tick_at: None,
@@ -155,6 +168,17 @@ impl Actor for LeaseActor {
                 // timer only causes a spare tick, never a missed one).
                 st.tick_at = None;
                 st.machine.handle(LeaseEvent::Tick, now)
+            }
+            LeaseMsg::Depose => {
+                if matches!(st.machine.view(), LeaseView::Replica { holder: Some(_) }) {
+                    let b = st.backend.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = b.depose().await {
+                            tracing::warn!(error = %e, "deposing a silent primary failed");
+                        }
+                    });
+                }
+                Vec::new()
             }
         };
         st.run(&myself, actions);

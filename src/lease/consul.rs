@@ -33,6 +33,13 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// Subtracted from the TTL for the local deadline (see `core::lease`).
 const MARGIN: Duration = Duration::from_secs(1);
 
+/// The primary's write fence for a lock-delay: three quarters of it, so the fence (counted
+/// from a renew's *send* time) ends before Consul lets anyone else take the key after the
+/// session is invalidated, with a quarter left for clock rate differences and scheduling.
+pub fn fence(lock_delay: Duration) -> Duration {
+    lock_delay * 3 / 4
+}
+
 /// Errors building the client from the configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsulConfigError {
@@ -49,6 +56,8 @@ pub struct ConsulLease {
     key: String,
     ttl: Duration,
     lock_delay: Duration,
+    /// Suspicions needed to destroy a holder's session.
+    quorum: u32,
     me: Holder,
     /// Session and the epoch of the term it holds.
     session: Mutex<Option<(String, Option<Epoch>)>>,
@@ -81,6 +90,7 @@ impl ConsulLease {
         key: &str,
         ttl: Duration,
         lock_delay: Duration,
+        quorum: u32,
         me: Holder,
     ) -> Result<ConsulLease, ConsulConfigError> {
         let bad = |m: &str| ConsulConfigError::Url(url.to_owned(), m.to_owned());
@@ -101,7 +111,17 @@ impl ConsulLease {
             .connect_timeout(REQUEST_TIMEOUT)
             .build()
             .map_err(|e| bad(&e.to_string()))?;
-        Ok(ConsulLease { http, base, token, key, ttl, lock_delay, me, session: Mutex::new(None) })
+        Ok(ConsulLease {
+            http,
+            base,
+            token,
+            key,
+            ttl,
+            lock_delay,
+            quorum,
+            me,
+            session: Mutex::new(None),
+        })
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -205,7 +225,11 @@ impl LeaseBackend for ConsulLease {
     }
 
     fn timing(&self) -> Option<Timing> {
-        Some(Timing { ttl_ms: self.ttl.as_millis() as u64, margin_ms: MARGIN.as_millis() as u64 })
+        Some(Timing {
+            ttl_ms: self.ttl.as_millis() as u64,
+            margin_ms: MARGIN.as_millis() as u64,
+            fence_ms: Some(fence(self.lock_delay).as_millis() as u64),
+        })
     }
 
     fn acquire(&self) -> LeaseFuture<'_, Option<Epoch>> {
@@ -287,6 +311,64 @@ impl LeaseBackend for ConsulLease {
                 .await
                 .map_err(unavailable)?;
             Ok(())
+        })
+    }
+
+    /// Suspicions live at `<key>-suspects/<hostname>`, each holding the session id of the
+    /// holder suspected, so suspicions of an earlier term never count for a later one.
+    fn depose(&self) -> LeaseFuture<'_, bool> {
+        Box::pin(async move {
+            let (_, entry) = self.read(0, None).await?;
+            let Some(sid) = entry.and_then(|e| e.session).filter(|s| !s.is_empty()) else {
+                return Ok(false); // nobody holds it: nothing to depose
+            };
+            if self.session().is_some_and(|(mine, _)| mine == sid) {
+                return Ok(false);
+            }
+            let dir = format!("{}-suspects", self.key);
+            let r = self
+                .req(reqwest::Method::PUT, &format!("/v1/kv/{dir}/{}", self.me.hostname))
+                .body(sid.clone())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if !r.status().is_success() {
+                return Err(unavailable(format!("kv put suspicion: {}", r.status())));
+            }
+            let r = self
+                .req(reqwest::Method::GET, &format!("/v1/kv/{dir}/?recurse"))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let all: Vec<KvEntry> = if r.status().is_success() {
+                serde_json::from_str(&text(r).await).map_err(|e| unavailable(format!("{e}")))?
+            } else {
+                Vec::new()
+            };
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let agree = all
+                .iter()
+                .filter(|e| {
+                    e.value.as_deref().and_then(|v| b64.decode(v).ok()).as_deref()
+                        == Some(sid.as_bytes())
+                })
+                .count() as u32;
+            if agree < self.quorum {
+                tracing::info!(agree, quorum = self.quorum, "suspicion recorded; waiting for more");
+                return Ok(false);
+            }
+            // Consul then keeps the key from everyone for the lock-delay, which outlasts
+            // the holder's write fence (see `fence`).
+            let r = self
+                .req(reqwest::Method::PUT, &format!("/v1/session/destroy/{sid}"))
+                .send()
+                .await
+                .map_err(unavailable)?;
+            if !r.status().is_success() {
+                return Err(unavailable(format!("session destroy: {}", r.status())));
+            }
+            tracing::warn!(session = %sid, agree, "primary suspected gone: its session was destroyed");
+            Ok(true)
         })
     }
 

@@ -47,6 +47,13 @@ pub trait LeaseBackend: Send + Sync + 'static {
     /// `after` is the index returned by the previous call (0 the first time): the call
     /// waits until something changes after it, so replicas learn of a new primary at once.
     fn watch(&self, after: u64) -> LeaseFuture<'_, (u64, Option<Holder>)>;
+    /// This node suspects the current holder is gone (fast failover): record the
+    /// suspicion and, once enough nodes agree, end the holder's term early. Returns whether
+    /// the term was ended. Safe at any time only because the backend then keeps the lease
+    /// from everyone for longer than the holder's write fence (`protocol.md` §10).
+    fn depose(&self) -> LeaseFuture<'_, bool> {
+        Box::pin(async { Ok(false) })
+    }
 }
 
 /// LiteFS's static lease: the node with `lease.candidate: true` is always the primary;

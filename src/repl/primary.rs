@@ -30,7 +30,9 @@ use crate::db::Db;
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
 
-const HEARTBEAT: Duration = Duration::from_millis(500);
+/// Replicas suspect a primary they have not heard from for `lease.consul.failover-timeout`
+/// (1 s by default): several heartbeats fit in it.
+const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// Accepts connections until the endpoint closes; each replica gets a peer-link actor
 /// supervised by `sup`.

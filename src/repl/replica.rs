@@ -55,6 +55,7 @@ pub async fn session(
         .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
         .collect();
     wr.send(Frame::PosMap(positions)).await?;
+    store.node().heard_primary();
     store.node().set_primary(Some(hello.hostname.clone()));
     tracing::info!(host = %hello.hostname, "following the primary");
 
@@ -67,7 +68,10 @@ pub async fn session(
                 streams.spawn(db_stream(recv, store.clone(), ack_tx.clone()));
             }
             f = next_frame(&mut rd) => match f? {
-                Frame::Heartbeat { time_ms, .. } => store.node().note_primary_time(time_ms),
+                Frame::Heartbeat { time_ms, .. } => {
+                    store.node().heard_primary();
+                    store.node().note_primary_time(time_ms);
+                }
                 Frame::Ready { .. } => {}
                 other => {
                     return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
@@ -149,6 +153,7 @@ async fn db_stream(
         };
         let files = run.len();
         let pos = db.apply_ltx(run, resync).await?;
+        store.node().heard_primary();
         if let Some(ms) = stamp {
             store.node().note_primary_time(ms);
         }

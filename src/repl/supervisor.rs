@@ -25,7 +25,7 @@ use crate::core::lease::LeaseView;
 use crate::core::types::Epoch;
 use crate::core::wire::Role;
 use crate::lease::LeaseBackend;
-use crate::lease::actor::{LeaseActor, LeaseArgs};
+use crate::lease::actor::{LeaseActor, LeaseArgs, LeaseMsg};
 use crate::store::Store;
 use crate::tls::Credentials;
 
@@ -45,6 +45,8 @@ pub struct SupArgs {
     pub primary_override: Option<String>,
     pub backend: Arc<dyn LeaseBackend>,
     pub candidate: bool,
+    /// Fast failover: suspect a primary not heard from for this long (candidates only).
+    pub failover_after: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,14 +59,25 @@ pub enum Child {
 pub enum SupMsg {
     Lease(LeaseView),
     Restart(Child),
+    /// Timer (fast failover): is the primary still heard from?
+    CheckPrimary,
 }
+
+/// How often a replica that may depose its primary checks when it was last heard from.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 pub struct ReplSupervisor;
 
 pub struct SupState {
     args: SupArgs,
     view: LeaseView,
-    lease: Option<ActorCell>,
+    lease: Option<ActorRef<LeaseMsg>>,
+    /// Fast failover: the check timer is armed; when the last suspicion was sent.
+    checking: bool,
+    suspected_at: Option<Instant>,
+    /// A session with the current term's primary was established (until then a longer
+    /// silence is allowed: a new primary takes its databases over before it listens).
+    term_heard: bool,
     server: Option<quinn::Endpoint>,
     listener: Option<ActorCell>,
     client: Option<quinn::Endpoint>,
@@ -109,13 +122,16 @@ impl SupState {
             }
             let _ = me.send_message(SupMsg::Lease(view));
         });
+        let fenced = self.args.store.node().clone();
+        let on_fence = Box::new(move |until| fenced.set_write_until(until));
         let args = LeaseArgs {
             backend: self.args.backend.clone(),
             candidate: self.args.candidate,
             on_change,
+            on_fence,
         };
         let (lease, _) = Actor::spawn_linked(None, LeaseActor, args, myself.get_cell()).await?;
-        self.lease = Some(lease.get_cell());
+        self.lease = Some(lease);
         Ok(())
     }
 
@@ -232,6 +248,40 @@ impl SupState {
         }
     }
 
+    fn arm_check(&mut self, myself: &ActorRef<SupMsg>) {
+        if self.args.failover_after.is_some() && !self.checking {
+            self.checking = true;
+            myself.send_after(CHECK_EVERY, || SupMsg::CheckPrimary);
+        }
+    }
+
+    /// Fast failover: a candidate following a primary it has not heard from for the
+    /// failover timeout asks the lease actor to depose it (at most once per timeout).
+    fn check_primary(&mut self, myself: &ActorRef<SupMsg>) {
+        self.checking = false;
+        let Some(mut after) = self.args.failover_after else { return };
+        let LeaseView::Replica { holder: Some(h) } = &self.view else { return };
+        if self.was_primary {
+            return; // not following anyone: its silence means nothing
+        }
+        self.term_heard |= self.args.store.node().primary().is_some();
+        if !self.term_heard {
+            after *= 3;
+        }
+        let silent = Duration::from_millis(self.args.store.node().primary_silent_ms());
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let now = Instant::now();
+        if silent >= after && self.suspected_at.is_none_or(|t| now - t >= after) {
+            tracing::warn!(primary = %h.hostname, silent_ms = silent.as_millis() as u64,
+                "nothing heard from the primary; suspecting it");
+            self.suspected_at = Some(now);
+            if let Some(l) = &self.lease {
+                let _ = l.send_message(LeaseMsg::Depose);
+            }
+        }
+        self.arm_check(myself);
+    }
+
     fn retry_follower(&mut self, myself: &ActorRef<SupMsg>) {
         myself.send_after(self.backoff, || SupMsg::Restart(Child::Follower));
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -290,7 +340,12 @@ impl SupState {
                     Some(h) => {
                         tracing::info!(primary = %h.hostname, url = %h.advertise_url,
                             "following");
+                        // A new term: its primary's silence counts from now.
+                        self.args.store.node().heard_primary();
+                        self.suspected_at = None;
+                        self.term_heard = false;
                         self.start_follower(myself).await;
+                        self.arm_check(myself);
                     }
                     None => tracing::warn!("no primary known; read-only"),
                 }
@@ -347,6 +402,9 @@ impl Actor for ReplSupervisor {
             args,
             view: LeaseView::Replica { holder: None },
             lease: None,
+            checking: false,
+            suspected_at: None,
+            term_heard: false,
             server: None,
             listener: None,
             client: None,
@@ -377,6 +435,7 @@ impl Actor for ReplSupervisor {
             }
             SupMsg::Restart(Child::Follower) => st.start_follower(&myself).await,
             SupMsg::Restart(_) => {}
+            SupMsg::CheckPrimary => st.check_primary(&myself),
         }
         Ok(())
     }
@@ -389,10 +448,10 @@ impl Actor for ReplSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match evt {
             SupervisionEvent::ActorStarted(cell) => {
-                let known = [&st.lease, &st.listener]
+                let known = [st.lease.as_ref().map(|l| l.get_cell()), st.listener.clone()]
                     .into_iter()
                     .flatten()
-                    .chain(st.follower.as_ref().map(|(c, _)| c))
+                    .chain(st.follower.as_ref().map(|(c, _)| c.clone()))
                     .any(|c| c.get_id() == cell.get_id());
                 if !known {
                     st.links.insert(cell.get_id());
