@@ -1,23 +1,19 @@
 //! Failover with a real Consul (1.8.7): three candidate nodes (`litefleet mount` processes,
-//! QUIC + mTLS, FUSE). The primary is killed with -9; another candidate takes the lease
-//! after the session TTL and lock-delay, accepts writes, the third node follows it, and the
-//! old primary, restarted, rejoins as a replica. Twice, then every node is byte-identical.
+//! QUIC + mTLS, FUSE). The primary is killed with -9; the others stop hearing from it,
+//! depose it (its session destroyed), one takes the lease after the lock-delay and accepts
+//! writes, the third node follows it, and the old primary, restarted, rejoins as a replica.
+//! Twice, then every node is byte-identical.
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, NodeNet, free_udp_port, wait_for};
+use common::cluster::{Cluster, wait_for};
 use common::consul::Consul;
 use common::tmp;
 use litefleet::core::types::Pos;
 
 const N: usize = 3;
-
-fn primaries_in_log(c: &Cluster, i: usize) -> usize {
-    c.log(i).matches("this node is the primary").count()
-}
 
 fn write(c: &Cluster, i: usize, rows: usize) {
     c.sql_ok(
@@ -47,47 +43,9 @@ fn converge(c: &Cluster, primary: usize) -> Pos {
 fn kill_the_primary_a_candidate_takes_over_and_the_old_one_rejoins() {
     let root = tmp("failover");
     let consul = Consul::start(root.join("consul"));
-    let certs = root.join("certs");
-    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
-        .args(["certs", "dev", "--out", certs.to_str().unwrap(), "--nodes", "n1,n2,n3"])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let nets: Vec<NodeNet> = (0..N)
-        .map(|i| {
-            let port = free_udp_port();
-            NodeNet {
-                netns: None,
-                listen: format!("127.0.0.1:{port}"),
-                primary_url: String::new(),
-                data_extra: String::new(),
-                lease: Some(format!(
-                    "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
-                     advertise-url: \"http://127.0.0.1:{port}\"\n  consul:\n    url: \"{url}\"\n    \
-                     key: \"litefleet/failover\"\n    ttl: 10s\n    lock-delay: 1s\n",
-                    n = i + 1,
-                    url = consul.url()
-                )),
-            }
-        })
-        .collect();
+    let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/failover", "");
     // n1 starts first and takes the lease; the others then follow it.
-    let mut c = Cluster::start_custom(&root, nets, &certs);
-    let first = (0..N)
-        .find(|&i| primaries_in_log(&c, i) > 0)
-        .or_else(|| {
-            let t = Instant::now();
-            loop {
-                if let Some(i) = (0..N).find(|&i| primaries_in_log(&c, i) > 0) {
-                    break Some(i);
-                }
-                if t.elapsed() > Duration::from_secs(30) {
-                    break None;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-        .expect("a primary was elected");
+    let first = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
     c.sql_ok(
         first,
         "f.db",
@@ -102,15 +60,10 @@ fn kill_the_primary_a_candidate_takes_over_and_the_old_one_rejoins() {
 
     let mut primary = first;
     for round in 0..2 {
-        let before: Vec<usize> = (0..N).map(|i| primaries_in_log(&c, i)).collect();
+        let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
         let killed = Instant::now();
         c.kill_node(primary);
-        let mut next = None;
-        wait_for("a new primary", Duration::from_secs(60), || {
-            next = (0..N).find(|&i| i != primary && primaries_in_log(&c, i) > before[i]);
-            next.is_some()
-        });
-        let next = next.unwrap();
+        let next = c.wait_new_primary(&before, Some(primary), Duration::from_secs(60));
         let elected = killed.elapsed();
         // Writes succeed on the new primary (as soon as the mount is writable).
         wait_for("writes on the new primary", Duration::from_secs(10), || {

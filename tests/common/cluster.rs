@@ -132,6 +132,66 @@ impl Cluster {
         c
     }
 
+    /// `n` candidates on loopback sharing the Consul lease at `consul_url` (key `key`), with
+    /// `extra` appended to each `lease.consul:` section (lines indented by four spaces).
+    pub fn start_consul(
+        root: &Path,
+        n: usize,
+        consul_url: &str,
+        key: &str,
+        extra: &str,
+    ) -> Cluster {
+        let certs = root.join("certs");
+        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+            .args(["certs", "dev", "--out"])
+            .arg(&certs)
+            .arg("--nodes")
+            .arg(names.join(","))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let nets = (0..n)
+            .map(|i| {
+                let port = free_udp_port();
+                NodeNet {
+                    netns: None,
+                    listen: format!("127.0.0.1:{port}"),
+                    primary_url: String::new(),
+                    data_extra: String::new(),
+                    lease: Some(format!(
+                        "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
+                         advertise-url: \"http://127.0.0.1:{port}\"\n  consul:\n    url: \"{consul_url}\"\n    \
+                         key: \"{key}\"\n    ttl: 10s\n    lock-delay: 1s\n{extra}",
+                        n = i + 1,
+                    )),
+                }
+            })
+            .collect();
+        Cluster::start_custom(root, nets, &certs)
+    }
+
+    /// How many times node `i` became the primary (from its log).
+    pub fn terms(&self, i: usize) -> usize {
+        self.log(i).matches("this node is the primary").count()
+    }
+
+    /// Waits until a node other than `not` became the primary more often than `before`
+    /// says; returns it.
+    pub fn wait_new_primary(
+        &self,
+        before: &[usize],
+        not: Option<usize>,
+        timeout: Duration,
+    ) -> usize {
+        let mut next = None;
+        wait_for("a new primary", timeout, || {
+            next = (0..self.nodes.len()).find(|&i| Some(i) != not && self.terms(i) > before[i]);
+            next.is_some()
+        });
+        next.unwrap()
+    }
+
     pub fn start_node(&mut self, i: usize) {
         let node = &mut self.nodes[i];
         let log = std::fs::OpenOptions::new()
