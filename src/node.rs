@@ -25,6 +25,10 @@ pub struct NodeCtx {
     write_until_ms: AtomicU64,
     /// When something was last heard from the primary (ms after `base`; replica).
     primary_heard_ms: AtomicU64,
+    /// The highest lease epoch this node has seen (its own grants, primaries' HELLO,
+    /// LTX_BEGIN and HEARTBEAT): frames from an older epoch are refused (`protocol.md` §2
+    /// rule 4).
+    max_epoch: AtomicU64,
     base: Instant,
     kernel: OnceLock<Arc<dyn KernelCache>>,
     primary: Mutex<Option<String>>,
@@ -38,6 +42,7 @@ impl Default for NodeCtx {
             writable: AtomicBool::new(true),
             write_until_ms: AtomicU64::new(u64::MAX),
             primary_heard_ms: AtomicU64::new(0),
+            max_epoch: AtomicU64::new(0),
             #[allow(clippy::disallowed_methods)] // the shell owns the clock
             base: Instant::now(),
             kernel: OnceLock::new(),
@@ -66,6 +71,17 @@ impl NodeCtx {
             None => u64::MAX,
         };
         self.write_until_ms.store(ms, Ordering::Release);
+    }
+
+    /// The highest lease epoch seen.
+    pub fn max_epoch(&self) -> crate::core::types::Epoch {
+        crate::core::types::Epoch(self.max_epoch.load(Ordering::Acquire))
+    }
+
+    /// Records an epoch seen; returns false if it is older than one seen before (the
+    /// sender is stale).
+    pub fn note_epoch(&self, e: crate::core::types::Epoch) -> bool {
+        self.max_epoch.fetch_max(e.0, Ordering::AcqRel) <= e.0
     }
 
     /// A replica heard from its primary now (any frame).

@@ -33,6 +33,8 @@ pub enum ReplError {
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
+    #[error("stale epoch: {0}")]
+    StaleEpoch(String),
     #[error("peer reported {code:?}: {message}")]
     Remote { code: ErrorCode, message: String },
     #[error("database: {0}")]

@@ -48,6 +48,13 @@ pub async fn session(
         let _ = wr.send(Frame::Error { code, message: message.clone() }).await;
         return Err(ReplError::Protocol(message));
     }
+    // From now on frames from an older term than this primary's are refused.
+    if !store.node().note_epoch(hello.epoch) {
+        let message = format!("primary epoch {} is older than one seen", hello.epoch);
+        let _ =
+            wr.send(Frame::Error { code: ErrorCode::StaleEpoch, message: message.clone() }).await;
+        return Err(ReplError::StaleEpoch(message));
+    }
     let positions: Vec<DbPos> = store
         .list()
         .into_iter()
@@ -68,7 +75,12 @@ pub async fn session(
                 streams.spawn(db_stream(recv, store.clone(), ack_tx.clone()));
             }
             f = next_frame(&mut rd) => match f? {
-                Frame::Heartbeat { time_ms, .. } => {
+                Frame::Heartbeat { time_ms, epoch } => {
+                    if let Err(e) = stale(store, epoch) {
+                        let message = e.to_string();
+                        let _ = wr.send(Frame::Error { code: ErrorCode::StaleEpoch, message }).await;
+                        return Err(e);
+                    }
                     store.node().heard_primary();
                     store.node().note_primary_time(time_ms);
                 }
@@ -85,6 +97,7 @@ pub async fn session(
                 Ok(Err(e)) => {
                     let code = match &e {
                         ReplError::Db(_) => ErrorCode::InvalidLtx,
+                        ReplError::StaleEpoch(_) => ErrorCode::StaleEpoch,
                         _ => ErrorCode::Internal,
                     };
                     let _ = wr.send(Frame::Error { code, message: e.to_string() }).await;
@@ -114,6 +127,7 @@ async fn db_stream(
                 None => return Ok(()),
             },
         };
+        stale(&store, got.begin.epoch)?;
         let name = got.begin.name.clone();
         let resync = got.begin.kind == LtxKind::Resync;
         // Take every file that already arrived too (without waiting): a replica that fell
@@ -160,6 +174,18 @@ async fn db_stream(
         tracing::debug!(db = %name, %pos, files, "applied");
         let _ = acks.send((name, pos));
     }
+}
+
+/// Fencing: a frame from an epoch older than the newest this node has seen comes from a
+/// deposed primary; the session ends (`protocol.md` §2 rule 4).
+fn stale(store: &Store, epoch: crate::core::types::Epoch) -> Result<(), ReplError> {
+    let newest = store.node().max_epoch();
+    if epoch < newest {
+        return Err(ReplError::StaleEpoch(format!(
+            "frame from epoch {epoch}, but epoch {newest} was seen"
+        )));
+    }
+    Ok(())
 }
 
 /// The next whole file on a database stream; `None` at its end.

@@ -231,7 +231,8 @@ impl SupState {
                 }
             }
         };
-        let id = Identity { role: Role::Replica, ..self.args.id.clone() };
+        let epoch = self.args.store.node().max_epoch();
+        let id = Identity { role: Role::Replica, epoch, ..self.args.id.clone() };
         let store = self.args.store.clone();
         let span = tracing::info_span!("primary", addr = %target.addr);
         let session = Box::pin(async move { replica::session(&ep, &store, &id, &target).await });
@@ -302,6 +303,7 @@ impl SupState {
         self.view = view.clone();
         match view {
             LeaseView::Primary { epoch } => {
+                self.args.store.node().note_epoch(epoch);
                 self.stop_follower().await;
                 if self.needs_take_over {
                     // Promotion: the FUSE side takes over from the replica applier.

@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod consul;
 pub mod relay;
+pub mod writers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
