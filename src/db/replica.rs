@@ -71,7 +71,7 @@ impl ApplyCtx {
     }
 
     /// Opens the lock descriptors through the mount if they are not open yet.
-    fn open_lock_fds(&mut self, mount: &Path) -> Result<(), DbError> {
+    fn open_lock_fds(&mut self, mount: &Path, mode: JournalMode) -> Result<(), DbError> {
         // Hazard: SQLite unlinks `-shm` when its last connection closes, and a reader may
         // create a new one later; locks on the unlinked file would not conflict with it. The
         // kernel drops a FUSE inode's link count at unlink, so `nlink == 0` tells.
@@ -93,7 +93,12 @@ impl ApplyCtx {
                 None => OpenOptions::new().read(true).write(true).open(&db_path)?,
             };
             let shm_path = PathBuf::from(format!("{}-shm", db_path.display()));
-            let shm = match OpenOptions::new().read(true).write(true).open(&shm_path) {
+            // WAL: created if missing, so there is always a file to lock. A reader arriving
+            // during the apply opens this one, finds no valid wal-index header, and waits for
+            // the WRITE lock to rebuild it (SQLite treats an empty `-shm` as after a crash).
+            let create = mode == JournalMode::Wal;
+            let shm = match OpenOptions::new().read(true).write(true).create(create).open(&shm_path)
+            {
                 Ok(f) => Some(f),
                 // No reader opened the database in WAL mode yet: no wal-index to respect.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -102,6 +107,22 @@ impl ApplyCtx {
             self.lock_fds = Some((db, shm));
         }
         Ok(())
+    }
+}
+
+/// Whether the locked `-shm` descriptor is still the file at its path (`None`: there is
+/// still none). Checked after the locks are taken: a reader's last connection may unlink
+/// `-shm` between [`ApplyCtx::open_lock_fds`] and the locks, and a new reader then creates
+/// another one our locks would not cover. Once the CKPT lock is held no connection can
+/// unlink it (SQLite deletes `-shm` only after a successful checkpoint).
+fn shm_current(mount: &Path, name: &str, shm: Option<&File>) -> bool {
+    let path = mount.join(format!("{name}-shm"));
+    match shm {
+        Some(f) => match (f.metadata(), fs::metadata(&path)) {
+            (Ok(a), Ok(b)) => a.nlink() > 0 && a.ino() == b.ino() && a.dev() == b.dev(),
+            _ => false,
+        },
+        None => !path.exists(),
     }
 }
 
@@ -174,14 +195,26 @@ pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, Db
     // Taken out of the context while borrowed by the guard; put back after a success.
     let mut fds = None;
     let result = (|| -> Result<(), DbError> {
-        if let (Some(m), Some(_)) = (&mount, mode) {
-            ctx.open_lock_fds(m)?;
-            fds = ctx.lock_fds.take();
+        let mut guard = None;
+        if let (Some(m), Some(mode)) = (&mount, mode) {
+            // A `-shm` replaced between opening and locking is retried (see `shm_current`).
+            for attempt in 0.. {
+                ctx.open_lock_fds(m, mode)?;
+                fds = ctx.lock_fds.take();
+                let Some((db, shm)) = &fds else { break };
+                let g = Guard::take(db, shm.as_ref(), mode)?;
+                if mode == JournalMode::Rollback || shm_current(m, &ctx.name, shm.as_ref()) {
+                    guard = Some(g);
+                    break;
+                }
+                drop(g);
+                fds = None;
+                if attempt >= 3 {
+                    return Err(DbError::Io(io::Error::other("-shm keeps being replaced")));
+                }
+                tracing::debug!(db = %ctx.name, "-shm replaced while locking; again");
+            }
         }
-        let guard = match (&fds, mode) {
-            (Some((db, shm)), Some(mode)) => Some(Guard::take(db, shm.as_ref(), mode)?),
-            _ => None,
-        };
         if inc.commit == 0 {
             for kind in FileKind::ALL {
                 let _ = fs::remove_file(ctx.dir.join(kind.backing_name()));
@@ -292,25 +325,27 @@ fn lock_wait(fd: &File, start: i64, len: i64, what: &str) -> io::Result<()> {
 }
 
 /// SQLite's locks held for one apply; released on drop.
-struct Guard<'a> {
-    db: &'a File,
-    shm: Option<&'a File>,
+struct Guard {
+    /// Duplicates of the lock descriptors: the same open file descriptions, so the same
+    /// OFD locks, without borrowing the cached ones.
+    db: File,
+    shm: Option<File>,
     mode: JournalMode,
     /// The wal-index header as it was, to rewrite valid after the apply.
     hdr: Option<[u8; 48]>,
 }
 
-impl<'a> Guard<'a> {
-    fn take(db: &'a File, shm: Option<&'a File>, mode: JournalMode) -> Result<Guard<'a>, DbError> {
-        let mut g = Guard { db, shm: None, mode, hdr: None };
+impl Guard {
+    fn take(db: &File, shm: Option<&File>, mode: JournalMode) -> Result<Guard, DbError> {
+        let mut g = Guard { db: db.try_clone()?, shm: None, mode, hdr: None };
         if mode == JournalMode::Rollback {
             lock_wait(db, PENDING_BYTE, 1, "PENDING")?;
             lock_wait(db, SHARED_FIRST, SHARED_SIZE, "SHARED")?;
             return Ok(g);
         }
         let Some(shm) = shm else { return Ok(g) };
+        g.shm = Some(shm.try_clone()?);
         lock_wait(shm, SHM_WRITE, 3, "WAL WRITE")?;
-        g.shm = Some(shm);
         let mut hdr = [0u8; 48];
         let valid = shm.read_exact_at(&mut hdr, 0).is_ok() && hdr[12] == 1;
         if valid {
@@ -328,7 +363,7 @@ impl<'a> Guard<'a> {
     /// pages. The header is in the host's byte order (little-endian here) and so is its
     /// checksum, whatever the WAL's own checksum order.
     fn finish(&self, commit: u32) -> io::Result<()> {
-        let (Some(shm), Some(mut h)) = (self.shm, self.hdr) else { return Ok(()) };
+        let (Some(shm), Some(mut h)) = (&self.shm, self.hdr) else { return Ok(()) };
         let rd = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
         let change = rd(&h[8..12]).wrapping_add(1);
         h[8..12].copy_from_slice(&change.to_le_bytes());
@@ -345,13 +380,13 @@ impl<'a> Guard<'a> {
     }
 }
 
-impl Drop for Guard<'_> {
+impl Drop for Guard {
     fn drop(&mut self) {
         // Unlock explicitly: the descriptors stay open for the next apply. Failures leave
         // nothing to undo (an unlock of a range not held is a no-op).
         if self.mode == JournalMode::Rollback {
-            let _ = lock(self.db, libc::F_UNLCK, PENDING_BYTE, SHARED_SIZE + 2);
-        } else if let Some(shm) = self.shm {
+            let _ = lock(&self.db, libc::F_UNLCK, PENDING_BYTE, SHARED_SIZE + 2);
+        } else if let Some(shm) = &self.shm {
             let _ = lock(shm, libc::F_UNLCK, SHM_WRITE, 3 + SHM_READ_N);
         }
     }
