@@ -55,8 +55,12 @@ impl Default for NodeCtx {
 impl NodeCtx {
     /// Whether applications may write (this node is the primary).
     pub fn writable(&self) -> bool {
-        self.writable.load(Ordering::Acquire)
-            && self.now_ms() < self.write_until_ms.load(Ordering::Acquire)
+        if !self.writable.load(Ordering::Acquire) {
+            return false;
+        }
+        // Every FUSE write asks: read the clock only when a fence is set.
+        let until = self.write_until_ms.load(Ordering::Acquire);
+        until == u64::MAX || self.now_ms() < until
     }
 
     /// Milliseconds on this node's monotonic clock.

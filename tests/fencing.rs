@@ -20,6 +20,17 @@ use common::writers::{Op, writer};
 
 const N: usize = 3;
 
+/// Whether every thread of node `i` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
+fn stopped(c: &Cluster, i: usize) -> bool {
+    let pid = c.nodes[i].child.as_ref().unwrap().id();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+    tasks.flatten().all(|t| {
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // The state follows the parenthesised command name.
+        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+    })
+}
+
 fn signal(c: &Cluster, i: usize, sig: i32) {
     let pid = c.nodes[i].child.as_ref().unwrap().id() as i32;
     // SAFETY: signalling our own child.
@@ -56,8 +67,11 @@ fn a_paused_primary_never_writes_alongside_its_successor() {
 
     // Freeze the primary with writes in flight.
     let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
-    let frozen = Instant::now();
     signal(&c, p, libc::SIGSTOP);
+    // SIGSTOP is delivered asynchronously: the freeze starts when every thread is stopped
+    // (a write may still be accepted between kill(2) and that).
+    wait_for("the primary to stop", Duration::from_secs(5), || stopped(&c, p));
+    let frozen = Instant::now();
     let next = c.wait_new_primary(&before, Some(p), Duration::from_secs(40));
     let elected = frozen.elapsed();
     std::thread::sleep(Duration::from_secs(2));
@@ -97,8 +111,15 @@ fn a_paused_primary_never_writes_alongside_its_successor() {
         next + 1,
         first_new_end.saturating_duration_since(frozen)
     );
-    let late = ok.iter().filter(|o| o.node == p && o.start > frozen).count();
-    assert_eq!(late, 0, "the frozen primary accepted {late} writes started after the freeze");
+    let late: Vec<_> = ok
+        .iter()
+        .filter(|o| o.node == p && o.start > frozen)
+        .map(|o| (o.start - frozen, o.end.saturating_duration_since(frozen)))
+        .collect();
+    assert!(
+        late.is_empty(),
+        "the frozen primary accepted writes started after the freeze: {late:?}"
+    );
     let spanning = ok.iter().filter(|o| o.node == p && o.end > thawed).count();
     let attempts_after = ops.iter().filter(|o| o.node == p && o.start > thawed).count();
     assert!(attempts_after > 0, "the writer on the thawed node kept trying");

@@ -276,6 +276,45 @@ impl LeaseMachine {
     }
 }
 
+/// Fast failover (`protocol.md` §10.2): when a replica suspects its silent primary. The
+/// shell passes how long the primary has been silent and whether a session with it is up;
+/// this says when to ask the lease backend to depose it.
+#[derive(Debug, Clone)]
+pub struct Suspicion {
+    after_ms: u64,
+    /// A session with this term's primary came up: until then a longer silence is allowed
+    /// (a newly elected primary takes its databases over before it listens).
+    term_heard: bool,
+    last_ms: Option<u64>,
+}
+
+/// Silence allowed, in units of the failover timeout, before the first session of a term.
+pub const NEW_TERM_GRACE: u64 = 3;
+
+impl Suspicion {
+    pub fn new(after_ms: u64) -> Suspicion {
+        Suspicion { after_ms, term_heard: false, last_ms: None }
+    }
+
+    /// A new primary: forget the last one.
+    pub fn new_term(&mut self) {
+        self.term_heard = false;
+        self.last_ms = None;
+    }
+
+    /// Whether to suspect the primary now (at most once per failover timeout).
+    pub fn check(&mut self, now_ms: u64, silent_ms: u64, connected: bool) -> bool {
+        self.term_heard |= connected;
+        let after = if self.term_heard { self.after_ms } else { self.after_ms * NEW_TERM_GRACE };
+        let due = self.last_ms.is_none_or(|t| now_ms.saturating_sub(t) >= after);
+        if silent_ms >= after && due {
+            self.last_ms = Some(now_ms);
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -400,6 +439,21 @@ mod tests {
         m.handle(LeaseEvent::Refused, R + 6);
         m.handle(LeaseEvent::Holder(Some(other())), R + 7);
         assert_eq!(m.next_tick_ms(), None);
+    }
+
+    #[test]
+    fn a_silent_primary_is_suspected_once_per_timeout() {
+        let mut s = Suspicion::new(1_000);
+        // Never reached this term's primary: three timeouts of grace.
+        assert!(!s.check(1_000, 1_000, false));
+        assert!(s.check(3_000, 3_000, false));
+        // Connected, then silent: one timeout; repeated only a timeout later.
+        s.new_term();
+        assert!(!s.check(5_000, 100, true));
+        assert!(!s.check(5_900, 999, false));
+        assert!(s.check(6_000, 1_000, false));
+        assert!(!s.check(6_500, 1_500, false));
+        assert!(s.check(7_000, 2_000, false));
     }
 
     #[test]

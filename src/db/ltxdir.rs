@@ -64,6 +64,23 @@ impl LtxDir {
         ltx::verify(BufReader::with_capacity(256 << 10, f), len)
     }
 
+    /// Header and trailer of the file at `path`, without reading its body (nothing
+    /// verified beyond the header's own checks).
+    pub fn read_ends(path: &Path) -> Result<Summary, ltx::LtxError> {
+        use std::os::unix::fs::FileExt;
+        let f = File::open(path)?;
+        let len = f.metadata()?.len();
+        if len < (ltx::HEADER_SIZE + ltx::TRAILER_SIZE) as u64 {
+            return Err(ltx::LtxError::Io(io::Error::other("LTX file too short")));
+        }
+        let mut h = [0u8; ltx::HEADER_SIZE];
+        let mut t = [0u8; ltx::TRAILER_SIZE];
+        f.read_exact_at(&mut h, 0)?;
+        f.read_exact_at(&mut t, len - ltx::TRAILER_SIZE as u64)?;
+        let header = ltx::Header::decode(&h).map_err(ltx::LtxError::from)?;
+        Ok(Summary { header, trailer: ltx::Trailer::decode(&t), page_count: 0 })
+    }
+
     /// Opens a reader on the file at `path`.
     pub fn open(path: &Path) -> Result<LtxReader<BufReader<File>>, ltx::LtxError> {
         let f = File::open(path)?;

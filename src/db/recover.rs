@@ -48,7 +48,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         let summary = match &cached {
             // The cache vouches for this file's size: read only its header and trailer.
             Some(c) if last.is_none() && path.file_name() == Some(c.ltx_name.as_ref()) => {
-                read_ends(&path)
+                super::LtxDir::read_ends(&path)
             }
             _ => super::LtxDir::verify(&path),
         };
@@ -397,19 +397,4 @@ fn trusted_cache(db: &Db) -> io::Result<Option<Trusted>> {
     }
     let ltx_name = ltx::file_name(newest.0, newest.1);
     Ok(Some(Trusted { cache, ltx_name }))
-}
-
-/// Header and trailer of an LTX file without reading its body.
-fn read_ends(path: &std::path::Path) -> Result<ltx::Summary, ltx::LtxError> {
-    let f = File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut h = [0u8; ltx::HEADER_SIZE];
-    let mut t = [0u8; ltx::TRAILER_SIZE];
-    if len < (ltx::HEADER_SIZE + ltx::TRAILER_SIZE) as u64 {
-        return Err(ltx::LtxError::Io(io::Error::other("LTX file too short")));
-    }
-    std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 0)?;
-    std::os::unix::fs::FileExt::read_exact_at(&f, &mut t, len - ltx::TRAILER_SIZE as u64)?;
-    let header = ltx::Header::decode(&h).map_err(ltx::LtxError::from)?;
-    Ok(ltx::Summary { header, trailer: ltx::Trailer::decode(&t), page_count: 0 })
 }

@@ -22,11 +22,11 @@ use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
 use std::path::PathBuf;
 
-use crate::core::ltx::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer};
+use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
 use crate::core::types::{Epoch, Pos, Txid};
 use crate::core::wire::Frame;
-use crate::db::Db;
+use crate::db::{Db, LtxDir};
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
 
@@ -233,21 +233,16 @@ async fn catch_up(
 
 /// Positions known from the header (pre-apply) and trailer (post-apply) of `paths`.
 fn boundaries(paths: &[PathBuf]) -> Result<Vec<Pos>, ReplError> {
-    use std::io::{Read, Seek, SeekFrom};
     let mut out = Vec::new();
     for path in paths {
-        let mut f = match std::fs::File::open(path) {
-            Ok(f) => f,
+        let s = match LtxDir::read_ends(path) {
+            Ok(s) => s,
             // Removed by retention meanwhile: it says nothing.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e.into()),
+            Err(LtxError::Io(e)) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(LtxError::Io(e)) => return Err(e.into()),
+            Err(_) => continue, // a bad file proves nothing either way
         };
-        let mut h = [0u8; HEADER_SIZE];
-        f.read_exact(&mut h)?;
-        let mut t = [0u8; TRAILER_SIZE];
-        f.seek(SeekFrom::End(-(TRAILER_SIZE as i64)))?;
-        f.read_exact(&mut t)?;
-        let (Ok(h), t) = (Header::decode(&h), Trailer::decode(&t)) else { continue };
+        let (h, t) = (s.header, s.trailer);
         if h.min_txid.0 > 1 {
             out.push(Pos { txid: Txid(h.min_txid.0 - 1), checksum: h.pre_apply_checksum });
         }

@@ -21,7 +21,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 
 use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, primary, replica};
-use crate::core::lease::LeaseView;
+use crate::core::lease::{LeaseView, Suspicion};
 use crate::core::types::Epoch;
 use crate::core::wire::Role;
 use crate::lease::LeaseBackend;
@@ -74,10 +74,8 @@ pub struct SupState {
     lease: Option<ActorRef<LeaseMsg>>,
     /// Fast failover: the check timer is armed; when the last suspicion was sent.
     checking: bool,
-    suspected_at: Option<Instant>,
-    /// A session with the current term's primary was established (until then a longer
-    /// silence is allowed: a new primary takes its databases over before it listens).
-    term_heard: bool,
+    /// Fast failover's decision (`None`: off).
+    suspicion: Option<Suspicion>,
     server: Option<quinn::Endpoint>,
     listener: Option<ActorCell>,
     client: Option<quinn::Endpoint>,
@@ -250,7 +248,7 @@ impl SupState {
     }
 
     fn arm_check(&mut self, myself: &ActorRef<SupMsg>) {
-        if self.args.failover_after.is_some() && !self.checking {
+        if self.suspicion.is_some() && !self.checking {
             self.checking = true;
             myself.send_after(CHECK_EVERY, || SupMsg::CheckPrimary);
         }
@@ -260,22 +258,15 @@ impl SupState {
     /// failover timeout asks the lease actor to depose it (at most once per timeout).
     fn check_primary(&mut self, myself: &ActorRef<SupMsg>) {
         self.checking = false;
-        let Some(mut after) = self.args.failover_after else { return };
         let LeaseView::Replica { holder: Some(h) } = &self.view else { return };
+        let Some(suspicion) = &mut self.suspicion else { return };
         if self.was_primary {
             return; // not following anyone: its silence means nothing
         }
-        self.term_heard |= self.args.store.node().primary().is_some();
-        if !self.term_heard {
-            after *= 3;
-        }
-        let silent = Duration::from_millis(self.args.store.node().primary_silent_ms());
-        #[allow(clippy::disallowed_methods)] // the shell owns the clock
-        let now = Instant::now();
-        if silent >= after && self.suspected_at.is_none_or(|t| now - t >= after) {
-            tracing::warn!(primary = %h.hostname, silent_ms = silent.as_millis() as u64,
-                "nothing heard from the primary; suspecting it");
-            self.suspected_at = Some(now);
+        let node = self.args.store.node();
+        let silent_ms = node.primary_silent_ms();
+        if suspicion.check(node.now_ms(), silent_ms, node.primary().is_some()) {
+            tracing::warn!(primary = %h.hostname, silent_ms, "nothing heard from the primary; suspecting it");
             if let Some(l) = &self.lease {
                 let _ = l.send_message(LeaseMsg::Depose);
             }
@@ -344,8 +335,9 @@ impl SupState {
                             "following");
                         // A new term: its primary's silence counts from now.
                         self.args.store.node().heard_primary();
-                        self.suspected_at = None;
-                        self.term_heard = false;
+                        if let Some(s) = &mut self.suspicion {
+                            s.new_term();
+                        }
                         self.start_follower(myself).await;
                         self.arm_check(myself);
                     }
@@ -400,13 +392,13 @@ impl Actor for ReplSupervisor {
         myself: ActorRef<SupMsg>,
         args: SupArgs,
     ) -> Result<SupState, ActorProcessingErr> {
+        let suspicion = args.failover_after.map(|d| Suspicion::new(d.as_millis() as u64));
         let mut st = SupState {
             args,
             view: LeaseView::Replica { holder: None },
             lease: None,
             checking: false,
-            suspected_at: None,
-            term_heard: false,
+            suspicion,
             server: None,
             listener: None,
             client: None,

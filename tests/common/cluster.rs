@@ -40,6 +40,21 @@ pub fn free_udp_port() -> u16 {
     std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// Development certificates for nodes `n1..=n{n}` under `root/certs`.
+pub fn dev_certs(root: &Path, n: usize) -> PathBuf {
+    let certs = root.join("certs");
+    let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["certs", "dev", "--out"])
+        .arg(&certs)
+        .arg("--nodes")
+        .arg(names.join(","))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    certs
+}
+
 #[allow(clippy::disallowed_methods)]
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -57,16 +72,7 @@ impl Cluster {
 
     /// As [`Cluster::start`], with extra `data:` keys on every node.
     pub fn start_with(root: &Path, n: usize, data_extra: &str) -> Cluster {
-        let certs = root.join("certs");
-        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
-            .args(["certs", "dev", "--out"])
-            .arg(&certs)
-            .arg("--nodes")
-            .arg(names.join(","))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let certs = dev_certs(root, n);
         let port = free_udp_port();
         let nets = (0..n)
             .map(|i| NodeNet {
@@ -141,16 +147,7 @@ impl Cluster {
         key: &str,
         extra: &str,
     ) -> Cluster {
-        let certs = root.join("certs");
-        let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-        let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
-            .args(["certs", "dev", "--out"])
-            .arg(&certs)
-            .arg("--nodes")
-            .arg(names.join(","))
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let certs = dev_certs(root, n);
         let nets = (0..n)
             .map(|i| {
                 let port = free_udp_port();
