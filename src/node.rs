@@ -2,7 +2,7 @@
 //! kernel-cache handle of the mount, and what a replica knows of its primary.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
@@ -34,6 +34,11 @@ pub struct NodeCtx {
     primary: Mutex<Option<String>>,
     /// Timestamp (ms) of the newest primary clock reading, 0 before the first.
     primary_time_ms: AtomicI64,
+    /// `lease.sync-replicas`: commits wait for this many replicas (0: asynchronous).
+    sync_replicas: AtomicU32,
+    /// Whether replicas that are not candidates count towards `sync_replicas` (a static
+    /// lease: no automatic failover, so any replica's copy protects a commit).
+    sync_any_replica: AtomicBool,
 }
 
 impl Default for NodeCtx {
@@ -48,6 +53,8 @@ impl Default for NodeCtx {
             kernel: OnceLock::new(),
             primary: Mutex::new(None),
             primary_time_ms: AtomicI64::new(0),
+            sync_replicas: AtomicU32::new(0),
+            sync_any_replica: AtomicBool::new(false),
         }
     }
 }
@@ -61,6 +68,30 @@ impl NodeCtx {
         // Every FUSE write asks: read the clock only when a fence is set.
         let until = self.write_until_ms.load(Ordering::Acquire);
         until == u64::MAX || self.now_ms() < until
+    }
+
+    /// Whether this node holds the primary role, fenced or not. Unlike [`NodeCtx::writable`]
+    /// this does not turn false while a lease renewal is late: it turns false when the role
+    /// is lost, and a node that lost it stays read-only until it restarts.
+    pub fn is_primary(&self) -> bool {
+        self.writable.load(Ordering::Acquire)
+    }
+
+    /// How many replicas must durably hold a commit before it returns (0: asynchronous).
+    pub fn sync_replicas(&self) -> usize {
+        self.sync_replicas.load(Ordering::Relaxed) as usize
+    }
+
+    /// Synchronous replication: commits wait for `n` replicas; `any_replica`: every
+    /// replica counts, not only candidates (those that could become primary).
+    pub fn set_sync_replicas(&self, n: u32, any_replica: bool) {
+        self.sync_replicas.store(n, Ordering::Relaxed);
+        self.sync_any_replica.store(any_replica, Ordering::Relaxed);
+    }
+
+    /// Whether a replica's acknowledgements count towards `lease.sync-replicas`.
+    pub fn sync_counts(&self, candidate: bool) -> bool {
+        candidate || self.sync_any_replica.load(Ordering::Relaxed)
     }
 
     /// Milliseconds on this node's monotonic clock.

@@ -92,6 +92,11 @@ impl Store {
         self.created.subscribe()
     }
 
+    /// The runtime the actors run on (FUSE callbacks spawn their waits here).
+    pub fn rt(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
     }

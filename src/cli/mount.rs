@@ -59,6 +59,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     // and folds its WAL into the database file. Only a static primary is writable from the
     // start; a Consul candidate becomes writable when it holds the lease.
     node.set_writable(config.lease.candidate && config.lease.kind == "static");
+    // Under a static lease nothing fails over automatically, so every replica's copy
+    // counts; under Consul only candidates' (`protocol.md` §11).
+    node.set_sync_replicas(config.lease.sync_replicas, config.lease.kind == "static");
     let opts = DbOptions { compress: config.data.compress, node_id };
     let store = Arc::new(
         Store::open(&config.data.dir, opts, rt.handle().clone(), node.clone())

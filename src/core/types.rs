@@ -129,6 +129,19 @@ impl FromStr for Pos {
     }
 }
 
+/// A position an application waits for on a replica (read-your-writes), as written to a
+/// `-pos` file: the text read from the primary's `-pos` (`%016x/%016x`) or a bare TXID
+/// (`%016x`), surrounding whitespace allowed. Only the TXID counts: a replica with a
+/// different history at that TXID is resynced by the primary (`protocol.md` §5.2).
+pub fn parse_wait(text: &str) -> Result<Txid, ParseError> {
+    let t = text.trim();
+    match t.contains('/') {
+        true => t.parse::<Pos>().map(|p| p.txid),
+        false => parse_hex16(t, "TXID").map(Txid),
+    }
+    .map_err(|_| ParseError { what: "position to wait for", text: text.to_owned() })
+}
+
 /// Identifies one running node. Stamped into the LTX `NodeID` field of files it creates.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct NodeId(pub u64);
@@ -175,6 +188,15 @@ impl FromStr for ClusterId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wait_positions() {
+        assert_eq!(parse_wait("0000000000000016/de6e5107092f964d\n"), Ok(Txid(0x16)));
+        assert_eq!(parse_wait("  00000000000000ff\n"), Ok(Txid(0xff)));
+        assert!(parse_wait("ff").is_err());
+        assert!(parse_wait("").is_err());
+        assert!(parse_wait("0000000000000016/xx").is_err());
+    }
 
     #[test]
     fn pos_round_trips_through_text() {

@@ -234,9 +234,12 @@ impl DbActorState {
                         "resync from the primary",
                     );
                 }
-                let r = r.and_then(|()| {
-                    super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs)
-                });
+                // Durable before the answer: the ACK that follows promises it (`protocol.md`
+                // §2 rule 7; synchronous replication counts on it). Readers already see the
+                // transaction: the sync only delays the acknowledgement.
+                let r = r
+                    .and_then(|()| super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs))
+                    .and_then(|p| self.log.sync().map(|()| p));
                 match &r {
                     Ok(_) => self.shared.set_resync(false),
                     Err(DbError::Diverged(why)) => {

@@ -46,8 +46,9 @@ use tokio::sync::{broadcast, oneshot, watch};
 
 use crate::core::commit::{JournalEvent, ReadAt, RollbackTracker, WalTracker, WalWrite};
 use crate::core::ltx::LtxError;
+use crate::core::quorum::Quorum;
 use crate::core::sqlite::{DbHeader, JournalMode};
-use crate::core::types::{NodeId, PageNo, Pos};
+use crate::core::types::{NodeId, PageNo, Pos, Txid};
 use crate::node::NodeCtx;
 
 /// Casts a database actor may have queued before the FUSE side waits for it to catch up.
@@ -126,7 +127,21 @@ pub enum DbError {
     /// is not the primary's. The local LTX files were set aside; a resync follows.
     #[error("history diverged from the primary's: {0}")]
     Diverged(String),
+    /// Synchronous replication: the node lost the primary role before enough replicas
+    /// confirmed the commit. Its outcome is unknown to the application: it is in this
+    /// node's WAL and LTX files, and in the cluster's history only if a replica got it.
+    #[error(
+        "commit {txid} not confirmed by {need} replica(s) ({have} did) before this node lost the primary role"
+    )]
+    Unreplicated { txid: Txid, need: usize, have: usize },
 }
+
+/// A commit an operation completed that must reach `lease.sync-replicas` replicas before
+/// the operation is answered ([`Db::replicated`]); `None` when there is nothing to wait
+/// for.
+#[must_use]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncPoint(pub Option<Txid>);
 
 /// Options for the commit path.
 #[derive(Debug, Clone, Copy)]
@@ -171,6 +186,10 @@ pub struct Db {
     pos_rx: watch::Receiver<Pos>,
     events: broadcast::Sender<Arc<Committed>>,
     last_ltx_ms: Arc<AtomicI64>,
+    /// Synchronous replication: replicas' durable acknowledgements, and the TXID enough of
+    /// them reached (see [`Quorum`]).
+    acks: Mutex<Quorum>,
+    replicated: watch::Sender<Txid>,
 }
 
 fn now_ms() -> i64 {
@@ -226,6 +245,8 @@ impl Db {
             pos_rx: log.pos_watch(),
             events: log.events(),
             last_ltx_ms: log.last_ltx_ms(),
+            acks: Mutex::new(Quorum::default()),
+            replicated: watch::Sender::new(Txid::ZERO),
         };
         recover::recover(&db, &mut log)?;
         {
@@ -424,8 +445,14 @@ impl Db {
         Ok(done)
     }
 
-    /// Writes to the backing file and runs commit detection.
-    pub fn write(&self, kind: FileKind, data: &[u8], offset: u64) -> Result<usize, DbError> {
+    /// Writes to the backing file and runs commit detection. The [`SyncPoint`] is the
+    /// commit this write completed, if synchronous replication must confirm it.
+    pub fn write(
+        &self,
+        kind: FileKind,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<(usize, SyncPoint), DbError> {
         if kind != FileKind::Shm {
             self.check_writable()?;
             self.check_health()?;
@@ -461,7 +488,8 @@ impl Db {
             FileKind::Journal => {
                 f.write_all_at(data, offset)?;
                 if inner.rollback.on_journal_write(offset, data) == JournalEvent::Finalized {
-                    self.commit_rollback(&mut inner)?;
+                    let done = self.commit_rollback(&mut inner)?;
+                    return Ok((data.len(), self.sync_point(done)?));
                 }
             }
             FileKind::Wal => {
@@ -479,16 +507,17 @@ impl Db {
                 }
                 let ps = inner.page_size;
                 if inner.wal.on_write(offset, data, ps) == WalWrite::MaybeCommit {
-                    self.commit_wal(&mut inner, &f)?;
+                    let done = self.commit_wal(&mut inner, &f)?;
+                    return Ok((data.len(), self.sync_point(done)?));
                 }
             }
             FileKind::Shm => f.write_all_at(data, offset)?,
         }
-        Ok(data.len())
+        Ok((data.len(), SyncPoint(None)))
     }
 
-    /// Sets the backing file's length.
-    pub fn truncate(&self, kind: FileKind, size: u64) -> Result<(), DbError> {
+    /// Sets the backing file's length (a rollback-journal commit in TRUNCATE mode).
+    pub fn truncate(&self, kind: FileKind, size: u64) -> Result<SyncPoint, DbError> {
         if kind != FileKind::Shm {
             self.check_writable()?;
         }
@@ -503,12 +532,13 @@ impl Db {
             FileKind::Journal
                 if inner.rollback.on_journal_truncate(size) == JournalEvent::Finalized =>
             {
-                self.commit_rollback(&mut inner)?;
+                let done = self.commit_rollback(&mut inner)?;
+                return self.sync_point(done);
             }
             FileKind::Wal if size < inner.wal.committed_offset() => inner.wal.reset(),
             _ => {}
         }
-        Ok(())
+        Ok(SyncPoint(None))
     }
 
     /// fsyncs the backing file. LTX files need no sync here: see the module docs.
@@ -527,17 +557,19 @@ impl Db {
         Ok(())
     }
 
-    /// Unlinks the backing file of an auxiliary file (`-journal`, `-wal`, `-shm`).
-    pub fn unlink(&self, kind: FileKind) -> Result<(), DbError> {
+    /// Unlinks the backing file of an auxiliary file (`-journal`, `-wal`, `-shm`); in
+    /// DELETE mode, the journal's unlink is a commit.
+    pub fn unlink(&self, kind: FileKind) -> Result<SyncPoint, DbError> {
         self.check_writable()?;
         let mut inner = self.lock();
         if self.file(kind).is_none() {
             return Err(DbError::NotFound(kind.backing_name()));
         }
+        let mut done = false;
         match kind {
             // DELETE mode: the unlink is the commit. Write the LTX first, so a crash after
             // the unlink never leaves a committed transaction without one.
-            FileKind::Journal => self.commit_rollback(&mut inner)?,
+            FileKind::Journal => done = self.commit_rollback(&mut inner)?,
             FileKind::Wal if inner.log_dirty => {
                 self.barrier(true)?;
                 inner.log_dirty = false;
@@ -549,7 +581,7 @@ impl Db {
         if kind == FileKind::Wal {
             inner.wal.reset();
         }
-        Ok(())
+        self.sync_point(done)
     }
 
     /// Deletes the database (`rm <db>`): writes a deletion LTX (Commit 0) and removes the
@@ -755,11 +787,11 @@ impl Db {
 
     /// A rollback-journal transaction ended: build its LTX from the dirty pages and wait
     /// until it is durable.
-    fn commit_rollback(&self, inner: &mut Inner) -> Result<(), DbError> {
+    fn commit_rollback(&self, inner: &mut Inner) -> Result<bool, DbError> {
         let dirty = inner.rollback.take_dirty();
-        let Some(db) = self.file(FileKind::Database) else { return Ok(()) };
+        let Some(db) = self.file(FileKind::Database) else { return Ok(false) };
         if inner.page_size == 0 {
-            return Ok(()); // nothing was ever written
+            return Ok(false); // nothing was ever written
         }
         let ps = inner.page_size;
         let commit = db_page_count(&db, ps)?;
@@ -792,24 +824,25 @@ impl Db {
         self.barrier(true)?;
         inner.page_count = commit;
         inner.log_dirty = false;
-        Ok(())
+        Ok(true)
     }
 
     /// Scans the WAL after a write that may have completed a transaction, and casts each
     /// committed transaction to the actor.
-    fn commit_wal(&self, inner: &mut Inner, wal: &File) -> Result<(), DbError> {
+    fn commit_wal(&self, inner: &mut Inner, wal: &File) -> Result<bool, DbError> {
         let ps = match inner.page_size {
             0 => match self.file(FileKind::Database) {
                 Some(db) => match read_header(&db)? {
                     Some(h) => h.page_size,
-                    None => return Ok(()),
+                    None => return Ok(false),
                 },
-                None => return Ok(()),
+                None => return Ok(false),
             },
             ps => ps,
         };
         inner.page_size = ps;
         let txns = inner.wal.scan(wal, ps)?;
+        let committed = !txns.is_empty();
         for txn in txns {
             let mut pages = Vec::with_capacity(txn.pages.len());
             let lock = PageNo::lock_page(ps);
@@ -864,7 +897,76 @@ impl Db {
             // Backpressure: the actor is behind; let it catch up before SQLite goes on.
             self.barrier(false)?;
         }
-        Ok(())
+        Ok(committed)
+    }
+
+    /// Synchronous replication: the TXID a commit just cast (`committed`) must reach
+    /// before it is answered. Called with the commit lock held, so no later commit is
+    /// queued: the position after the barrier is this commit's (or a later one's, never an
+    /// earlier one's).
+    fn sync_point(&self, committed: bool) -> Result<SyncPoint, DbError> {
+        if !committed || self.node.sync_replicas() == 0 {
+            return Ok(SyncPoint(None));
+        }
+        self.barrier(false)?;
+        Ok(SyncPoint(Some(self.pos().txid)))
+    }
+
+    /// Primary: replica `node` (connection `conn`) durably holds this database up to
+    /// `txid`. Only replicas that count towards `lease.sync-replicas` are reported.
+    pub fn note_ack(&self, node: NodeId, conn: u64, txid: Txid) {
+        let n = self.node.sync_replicas();
+        let mut q = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        q.ack(node, conn, txid.min(self.pos().txid));
+        let r = q.reached(n);
+        self.replicated.send_if_modified(|v| std::mem::replace(v, r) != r);
+    }
+
+    /// Primary: the connection `conn` of replica `node` ended.
+    pub fn forget_replica(&self, node: NodeId, conn: u64) {
+        let n = self.node.sync_replicas();
+        let mut q = self.acks.lock().unwrap_or_else(|e| e.into_inner());
+        q.drop_conn(node, conn);
+        let r = q.reached(n);
+        self.replicated.send_if_modified(|v| std::mem::replace(v, r) != r);
+    }
+
+    /// Synchronous replication: waits until `lease.sync-replicas` replicas durably hold
+    /// `txid` (at once when asynchronous). Gives up only when this node loses the primary
+    /// role: a late lease renewal (the write fence) is not a reason, because failing a
+    /// commit SQLite already wrote to its WAL while the node stays primary would make the
+    /// LTX history and SQLite's disagree.
+    pub async fn replicated(&self, txid: Txid) -> Result<(), DbError> {
+        let need = self.node.sync_replicas();
+        if need == 0 {
+            return Ok(());
+        }
+        let mut rx = self.replicated.subscribe();
+        let mut waited = 0u32;
+        loop {
+            if *rx.borrow_and_update() >= txid {
+                return Ok(());
+            }
+            if !self.node.is_primary() {
+                let have = self.acks.lock().unwrap_or_else(|e| e.into_inner()).count_at(txid);
+                return Err(DbError::Unreplicated { txid, need, have });
+            }
+            // The role is polled: losing it sends nothing on this channel.
+            let tick = tokio::time::sleep(std::time::Duration::from_millis(50));
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tick => {
+                    waited += 1;
+                    if waited.is_multiple_of(100) {
+                        let have =
+                            self.acks.lock().unwrap_or_else(|e| e.into_inner()).count_at(txid);
+                        tracing::warn!(db = %self.name, %txid, need, have,
+                            waited_ms = waited * 50,
+                            "commit waiting for synchronous replicas");
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -17,6 +17,7 @@ pub fn errno(e: &DbError) -> Errno {
         | DbError::Recovery { .. }
         | DbError::ActorGone
         | DbError::Rejected(_)
-        | DbError::Diverged(_) => Errno::EIO,
+        | DbError::Diverged(_)
+        | DbError::Unreplicated { .. } => Errno::EIO,
     }
 }

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `<db>` | `dbs/<db>/database` | read/write; writes must be whole pages (EINVAL otherwise); the first write to a new database must be a SQLite header at offset 0 |
 //! | `<db>-journal`, `<db>-wal`, `<db>-shm` | `dbs/<db>/journal` … | read/write passthrough; commit detection happens here |
-//! | `<db>-pos` | generated | read-only, `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS |
+//! | `<db>-pos` | generated | reads `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS; a write of a position (that text, or a bare `%016x` TXID) returns once this node reached that TXID (read-your-writes on a replica), ETIMEDOUT after [`WAIT_TIMEOUT`] |
 //!
 //! Other files: creating any other name creates a database of that name (as LiteFS does), so
 //! a plain non-SQLite file cannot be stored: its first write fails with EINVAL. `mkdir`,
@@ -30,7 +30,7 @@ use fuser::{
     WriteFlags,
 };
 
-use crate::db::{Db, DbError, FileKind};
+use crate::db::{Db, DbError, FileKind, SyncPoint};
 use crate::node::KernelCache;
 use crate::store::Store;
 
@@ -42,6 +42,9 @@ use crate::store::Store;
 /// replicated transaction) invalidate explicitly through the [`Notifier`]. Caching saves a
 /// round trip on every `stat` and hot-journal check SQLite makes per transaction.
 const TTL: Duration = Duration::from_secs(10);
+/// A write to `<db>-pos` waits at most this long for the position.
+pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Inodes per database: database, journal, wal, shm, pos.
 const SLOTS: u64 = 8;
 
@@ -270,7 +273,7 @@ impl Fs {
             Node::Pos(id) => {
                 let db = self.db(id)?;
                 let ms = db.last_ltx_ms().max(0) as u64;
-                base(FileType::RegularFile, 34, 0o444, UNIX_EPOCH + Duration::from_millis(ms))
+                base(FileType::RegularFile, 34, 0o644, UNIX_EPOCH + Duration::from_millis(ms))
             }
         })
     }
@@ -299,7 +302,7 @@ impl Fs {
     fn file_op<T>(
         &self,
         ino: INodeNo,
-        f: impl FnOnce(&Db, FileKind) -> Result<T, DbError>,
+        f: impl FnOnce(&Arc<Db>, FileKind) -> Result<T, DbError>,
     ) -> Result<T, Errno> {
         match self.node(ino) {
             Some(Node::File(id, kind)) => {
@@ -313,6 +316,57 @@ impl Fs {
             Some(Node::Pos(_) | Node::Primary | Node::Lag) => Err(Errno::EACCES),
             None => Err(Errno::ENOENT),
         }
+    }
+
+    /// Answers an operation that completed a commit once synchronous replication confirmed
+    /// it (`lease.sync-replicas`; at once when there is nothing to wait for). The wait runs
+    /// on the runtime, so it holds no dispatch thread: SQLite's writer is blocked in its
+    /// write meanwhile, readers are not.
+    fn answer_after(
+        &self,
+        db: &Arc<Db>,
+        point: SyncPoint,
+        done: impl FnOnce(Result<(), Errno>) + Send + 'static,
+    ) {
+        let Some(txid) = point.0 else { return done(Ok(())) };
+        let db = db.clone();
+        self.store.rt().spawn(async move {
+            let r = db.replicated(txid).await;
+            if let Err(e) = &r {
+                tracing::error!(db = db.name(), error = %e, "commit not confirmed");
+            }
+            done(r.map_err(|e| errno::errno(&e)));
+        });
+    }
+
+    /// Read-your-writes: a position written to `<db>-pos` is answered once this node's
+    /// copy of the database reached its TXID, or with ETIMEDOUT after [`WAIT_TIMEOUT`].
+    fn wait_pos(&self, id: u64, data: &[u8], reply: ReplyWrite) {
+        let db = match self.db(id) {
+            Ok(db) => db,
+            Err(e) => return reply.error(e),
+        };
+        let text = std::str::from_utf8(data).unwrap_or("");
+        let txid = match crate::core::types::parse_wait(text) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::debug!(db = db.name(), error = %e, "bad position written to -pos");
+                return reply.error(Errno::EINVAL);
+            }
+        };
+        let n = data.len() as u32;
+        let mut rx = db.subscribe();
+        if rx.borrow().txid >= txid {
+            return reply.written(n);
+        }
+        self.store.rt().spawn(async move {
+            let reached = rx.wait_for(|p| p.txid >= txid);
+            match tokio::time::timeout(WAIT_TIMEOUT, reached).await {
+                Ok(Ok(_)) => reply.written(n),
+                Ok(Err(_)) => reply.error(Errno::EIO), // the database actor stopped
+                Err(_) => reply.error(Errno::ETIMEDOUT),
+            }
+        });
     }
 
     fn create_node(&self, name: &OsStr) -> Result<Node, Errno> {
@@ -419,12 +473,31 @@ impl Filesystem for Fs {
     ) {
         // Mode, owner and times are cosmetic (all files belong to the litefleet process);
         // only size changes reach the database.
-        let res = match size {
-            Some(size) => self.file_op(ino, |db, kind| db.truncate(kind, size)),
-            None => Ok(()),
+        let node = self.node(ino);
+        let res = match (size, node) {
+            // `echo … > <db>-pos` truncates first: the file is generated, nothing to do.
+            (Some(_), Some(Node::Pos(_))) => Ok(None),
+            (Some(size), _) => self
+                .file_op(ino, |db, kind| Ok(db.truncate(kind, size)?.0.map(|t| (db.clone(), t)))),
+            (None, _) => Ok(None),
         };
-        match res.and_then(|_| self.node(ino).ok_or(Errno::ENOENT)).and_then(|n| self.attr(n)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+        let attr = |r: Result<(), Errno>| {
+            r.and_then(|_| node.ok_or(Errno::ENOENT)).and_then(|n| self.attr(n))
+        };
+        match res {
+            Ok(Some((db, txid))) => {
+                // A rollback-journal commit (TRUNCATE mode): the attributes are taken now,
+                // the answer waits for the replicas.
+                let a = attr(Ok(()));
+                self.answer_after(&db, SyncPoint(Some(txid)), move |r| match r.and(a) {
+                    Ok(a) => reply.attr(&TTL, &a),
+                    Err(e) => reply.error(e),
+                });
+            }
+            Ok(None) => match attr(Ok(())) {
+                Ok(a) => reply.attr(&TTL, &a),
+                Err(e) => reply.error(e),
+            },
             Err(e) => reply.error(e),
         }
     }
@@ -432,7 +505,9 @@ impl Filesystem for Fs {
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writing = flags.acc_mode() != fuser::OpenAccMode::O_RDONLY;
         match self.node(ino) {
-            Some(Node::Pos(_) | Node::Primary | Node::Lag) => {
+            // `-pos` takes writes: positions to wait for.
+            Some(Node::Pos(_)) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Some(Node::Primary | Node::Lag) => {
                 if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
                     return reply.error(Errno::EACCES);
                 }
@@ -513,8 +588,14 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.file_op(ino, |db, kind| db.write(kind, data, offset)) {
-            Ok(n) => reply.written(n as u32),
+        if let Some(Node::Pos(id)) = self.node(ino) {
+            return self.wait_pos(id, data, reply);
+        }
+        match self.file_op(ino, |db, kind| Ok((db.clone(), db.write(kind, data, offset)?))) {
+            Ok((db, (n, point))) => self.answer_after(&db, point, move |r| match r {
+                Ok(()) => reply.written(n as u32),
+                Err(e) => reply.error(e),
+            }),
             Err(e) => reply.error(e),
         }
     }
@@ -716,7 +797,18 @@ impl Filesystem for Fs {
                 r
             }
             Node::File(id, kind) => {
-                self.db(id).and_then(|db| db.unlink(kind).map_err(|e| errno::errno(&e)))
+                let r = self.db(id).and_then(|db| {
+                    let point = db.unlink(kind).map_err(|e| errno::errno(&e))?;
+                    Ok((db, point))
+                });
+                // DELETE mode: the journal's unlink is a commit; answered once confirmed.
+                return match r {
+                    Ok((db, point)) => self.answer_after(&db, point, move |r| match r {
+                        Ok(()) => reply.ok(),
+                        Err(e) => reply.error(e),
+                    }),
+                    Err(e) => reply.error(e),
+                };
             }
             Node::Pos(_) | Node::Primary | Node::Lag => Err(Errno::EACCES),
             Node::Root => Err(Errno::EISDIR),

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -24,8 +25,8 @@ use std::path::PathBuf;
 
 use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
-use crate::core::types::{Epoch, Pos, Txid};
-use crate::core::wire::Frame;
+use crate::core::types::{Epoch, NodeId, Pos, Txid};
+use crate::core::wire::{Frame, Role};
 use crate::db::{Db, LtxDir};
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
@@ -73,7 +74,11 @@ async fn connection(
         return Err(ReplError::Protocol(message));
     }
     wr.send(id.hello()).await?;
-    tracing::info!(node = %hello.node_id, host = %hello.hostname, "replica connected");
+    tracing::info!(node = %hello.node_id, host = %hello.hostname, role = ?hello.role,
+        "replica connected");
+    // Synchronous replication counts this replica's acknowledgements while it is connected.
+    let counts = store.node().sync_counts(hello.role == Role::Candidate);
+    let acks = Acks { store: store.clone(), node: hello.node_id, conn: next_conn() };
     let positions: HashMap<String, Pos> = match next_frame(&mut rd).await? {
         Frame::PosMap(v) => v.into_iter().map(|p| (p.name, p.pos)).collect(),
         other => {
@@ -93,7 +98,12 @@ async fn connection(
                 wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
             }
             f = next_frame(&mut rd) => match f? {
-                Frame::Ack { name, pos } => tracing::trace!(db = %name, %pos, "ack"),
+                Frame::Ack { name, pos } => {
+                    tracing::trace!(db = %name, %pos, "ack");
+                    if counts && let Some(db) = store.get(&name) {
+                        db.note_ack(acks.node, acks.conn, pos.txid);
+                    }
+                }
                 Frame::Heartbeat { .. } => {}
                 other => {
                     return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
@@ -120,6 +130,27 @@ async fn connection(
             }
         }
     }
+}
+
+/// A replica connection's acknowledgements, withdrawn from every database when the
+/// connection ends (however it ends).
+struct Acks {
+    store: Arc<Store>,
+    node: NodeId,
+    conn: u64,
+}
+
+impl Drop for Acks {
+    fn drop(&mut self) {
+        for db in self.store.list() {
+            db.forget_replica(self.node, self.conn);
+        }
+    }
+}
+
+fn next_conn() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// Streams one database to one replica, forever.

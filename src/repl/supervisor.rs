@@ -230,7 +230,10 @@ impl SupState {
             }
         };
         let epoch = self.args.store.node().max_epoch();
-        let id = Identity { role: Role::Replica, epoch, ..self.args.id.clone() };
+        // Candidates say so: under synchronous replication only their copies protect a
+        // commit from a failover (only they can become primary).
+        let role = if self.args.candidate { Role::Candidate } else { Role::Replica };
+        let id = Identity { role, epoch, ..self.args.id.clone() };
         let store = self.args.store.clone();
         let span = tracing::info_span!("primary", addr = %target.addr);
         let session = Box::pin(async move { replica::session(&ep, &store, &id, &target).await });

@@ -53,7 +53,6 @@ impl Consul {
             .unwrap();
         let c = Consul { child: Some(child), http, dir };
         let t = Instant::now();
-        // Ready when the KV store answers (a leader was elected).
         while !c.kv_ready() {
             assert!(t.elapsed() < Duration::from_secs(30), "consul did not start: {}", c.log());
             std::thread::sleep(Duration::from_millis(100));
@@ -69,20 +68,27 @@ impl Consul {
         std::fs::read_to_string(self.dir.join("consul.log")).unwrap_or_default()
     }
 
+    /// Ready when the KV store answers (a leader was elected) and the agent's node is
+    /// registered (before that, creating a session fails: "Missing node registration").
     fn kv_ready(&self) -> bool {
+        // 404 = the KV store works and the key is absent; 500 = no leader yet.
+        self.get("/v1/kv/litefleet-probe").is_some_and(|(code, _)| code == 404)
+            && self
+                .get("/v1/catalog/nodes")
+                .is_some_and(|(code, b)| code == 200 && b.contains("\"Node\""))
+    }
+
+    /// A plain HTTP/1.0 GET: status code and body.
+    fn get(&self, path: &str) -> Option<(u16, String)> {
         use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.http)) else {
-            return false;
-        };
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.http)).ok()?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let req = "GET /v1/kv/litefleet-probe HTTP/1.0\r\nHost: x\r\n\r\n";
-        if s.write_all(req.as_bytes()).is_err() {
-            return false;
-        }
+        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").as_bytes()).ok()?;
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
-        // 404 = the KV store works and the key is absent; 500 = no leader yet.
-        out.starts_with("HTTP/1.0 404") || out.starts_with("HTTP/1.1 404")
+        let code = out.split(' ').nth(1)?.parse().ok()?;
+        let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((code, body))
     }
 
     /// Stops the agent (kill -9).
