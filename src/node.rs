@@ -39,6 +39,13 @@ pub struct NodeCtx {
     /// Whether replicas that are not candidates count towards `sync_replicas` (a static
     /// lease: no automatic failover, so any replica's copy protects a commit).
     sync_any_replica: AtomicBool,
+    /// A handoff paused writes (the role is kept until the lease moves).
+    paused: AtomicBool,
+    /// `litefleet promote` / `lease.promote`: asks the replication session with the
+    /// primary to request a handoff (registered while a session runs).
+    promoter: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
+    /// Why the last promotion request failed (read back through `.promote`).
+    promote_error: Mutex<Option<String>>,
 }
 
 impl Default for NodeCtx {
@@ -55,6 +62,9 @@ impl Default for NodeCtx {
             primary_time_ms: AtomicI64::new(0),
             sync_replicas: AtomicU32::new(0),
             sync_any_replica: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
+            promoter: Mutex::new(None),
+            promote_error: Mutex::new(None),
         }
     }
 }
@@ -62,12 +72,38 @@ impl Default for NodeCtx {
 impl NodeCtx {
     /// Whether applications may write (this node is the primary).
     pub fn writable(&self) -> bool {
-        if !self.writable.load(Ordering::Acquire) {
+        if !self.writable.load(Ordering::Acquire) || self.paused.load(Ordering::Acquire) {
             return false;
         }
         // Every FUSE write asks: read the clock only when a fence is set.
         let until = self.write_until_ms.load(Ordering::Acquire);
         until == u64::MAX || self.now_ms() < until
+    }
+
+    /// Handoff: stops (or resumes) application writes while the role is kept.
+    pub fn pause_writes(&self, on: bool) {
+        self.paused.store(on, Ordering::Release);
+    }
+
+    /// The channel of the running replication session that requests handoffs.
+    pub fn set_promoter(&self, tx: Option<tokio::sync::mpsc::UnboundedSender<()>>) {
+        *self.promoter.lock().unwrap_or_else(|e| e.into_inner()) = tx;
+    }
+
+    /// Asks the primary for the lease (`litefleet promote`); false when no session with a
+    /// primary runs.
+    pub fn request_promotion(&self) -> bool {
+        let p = self.promoter.lock().unwrap_or_else(|e| e.into_inner());
+        p.as_ref().is_some_and(|tx| tx.send(()).is_ok())
+    }
+
+    /// Records why a promotion request failed (`None`: clears it).
+    pub fn set_promote_error(&self, e: Option<String>) {
+        *self.promote_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
+    }
+
+    pub fn promote_error(&self) -> Option<String> {
+        self.promote_error.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Whether this node holds the primary role, fenced or not. Unlike [`NodeCtx::writable`]

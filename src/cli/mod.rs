@@ -55,6 +55,17 @@ enum Command {
         #[arg(long, default_value_t = 100)]
         interval_ms: u64,
     },
+    /// Make this node the primary: the running node asks the current primary to hand the
+    /// lease over (Consul lease; the primary stops writes, waits until this node has its
+    /// exact position, and moves the lease to it). Returns once this node is the primary.
+    Promote {
+        /// The node's config file (for `fuse.dir`).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The node's mount directory (instead of reading the config).
+        #[arg(long)]
+        mount: Option<PathBuf>,
+    },
     /// Cluster certificates for mutual TLS between nodes.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -114,8 +125,37 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             duration: duration.map(std::time::Duration::from_secs_f64),
             interval: std::time::Duration::from_millis(interval_ms),
         }),
+        Command::Promote { config, mount } => promote(config, mount),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
+        }
+    }
+}
+
+/// `litefleet promote`: a write to the mount's `.promote` file does the work (see
+/// `crate::fuse`); on failure the file says why.
+fn promote(config: Option<PathBuf>, mount: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let dir = match mount {
+        Some(m) => m,
+        None => {
+            let path = litefleet::config::Config::find(config.as_deref())
+                .context("no config file: pass --config or --mount")?;
+            litefleet::config::Config::load(&path, true)?.fuse.dir
+        }
+    };
+    let file = dir.join(".promote");
+    #[allow(clippy::disallowed_methods)] // the CLI measures for its own message
+    let t = std::time::Instant::now();
+    match std::fs::write(&file, b"promote\n") {
+        Ok(()) => {
+            println!("this node is the primary ({} ms)", t.elapsed().as_millis());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let why = std::fs::read_to_string(&file).unwrap_or_default();
+            let why = if why.trim().is_empty() { e.to_string() } else { why.trim().to_owned() };
+            anyhow::bail!("promotion failed: {why}")
         }
     }
 }

@@ -104,6 +104,7 @@ pub fn start(
         primary_override: config.quic.primary_addr.clone(),
         backend,
         candidate,
+        promote: config.lease.promote && candidate && config.lease.kind == "consul",
     };
     let (sup, _) = rt
         .block_on(Actor::spawn(Some("replication".into()), ReplSupervisor, args))

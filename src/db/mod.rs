@@ -454,10 +454,14 @@ impl Db {
         offset: u64,
     ) -> Result<(usize, SyncPoint), DbError> {
         if kind != FileKind::Shm {
-            self.check_writable()?;
             self.check_health()?;
         }
         let mut inner = self.lock();
+        // Under the lock: a handoff that paused writes and then took this lock
+        // ([`Db::quiesce`]) has seen every write that passed this check.
+        if kind != FileKind::Shm {
+            self.check_writable()?;
+        }
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         match kind {
             FileKind::Database => {
@@ -518,10 +522,10 @@ impl Db {
 
     /// Sets the backing file's length (a rollback-journal commit in TRUNCATE mode).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<SyncPoint, DbError> {
+        let mut inner = self.lock();
         if kind != FileKind::Shm {
             self.check_writable()?;
         }
-        let mut inner = self.lock();
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         if kind == FileKind::Wal && inner.log_dirty {
             self.barrier(true)?;
@@ -560,8 +564,8 @@ impl Db {
     /// Unlinks the backing file of an auxiliary file (`-journal`, `-wal`, `-shm`); in
     /// DELETE mode, the journal's unlink is a commit.
     pub fn unlink(&self, kind: FileKind) -> Result<SyncPoint, DbError> {
-        self.check_writable()?;
         let mut inner = self.lock();
+        self.check_writable()?;
         if self.file(kind).is_none() {
             return Err(DbError::NotFound(kind.backing_name()));
         }
@@ -914,12 +918,27 @@ impl Db {
 
     /// Primary: replica `node` (connection `conn`) durably holds this database up to
     /// `txid`. Only replicas that count towards `lease.sync-replicas` are reported.
-    pub fn note_ack(&self, node: NodeId, conn: u64, txid: Txid) {
+    pub fn note_ack(&self, node: NodeId, conn: u64, txid: Txid, counts: bool) {
         let n = self.node.sync_replicas();
         let mut q = self.acks.lock().unwrap_or_else(|e| e.into_inner());
-        q.ack(node, conn, txid.min(self.pos().txid));
+        q.ack(node, conn, txid.min(self.pos().txid), counts);
         let r = q.reached(n);
         self.replicated.send_if_modified(|v| std::mem::replace(v, r) != r);
+    }
+
+    /// Primary: what replica `node` acknowledged of this database.
+    pub fn acked_by(&self, node: NodeId) -> Option<Txid> {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).acked_by(node)
+    }
+
+    /// Handoff: waits for the write in progress (if any) and the actor, and returns the
+    /// position every commit accepted so far reached. With writes paused first
+    /// ([`NodeCtx::pause_writes`]), it is final: the writable check runs under the same
+    /// lock. Blocking.
+    pub fn quiesce(&self) -> Result<Pos, DbError> {
+        let _inner = self.lock();
+        self.barrier(false)?;
+        Ok(self.pos())
     }
 
     /// Primary: the connection `conn` of replica `node` ended.

@@ -42,6 +42,9 @@ use crate::store::Store;
 /// replicated transaction) invalidate explicitly through the [`Notifier`]. Caching saves a
 /// round trip on every `stat` and hot-journal check SQLite makes per transaction.
 const TTL: Duration = Duration::from_secs(10);
+/// A write to `.promote` waits at most this long for the lease.
+pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A write to `<db>-pos` waits at most this long for the position.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -56,6 +59,9 @@ enum Node {
     Primary,
     /// `.lag`: milliseconds behind the primary, `%+010d\n`.
     Lag,
+    /// `.promote` (not listed): a write asks the primary for the lease and returns once
+    /// this node is the primary; a read says why the last request failed.
+    Promote,
     File(u64, FileKind),
     Pos(u64),
 }
@@ -130,6 +136,9 @@ impl Fs {
         if ino.0 == PRIMARY_INO {
             return Some(Node::Primary);
         }
+        if ino.0 == PROMOTE_INO {
+            return Some(Node::Promote);
+        }
         if ino.0 == LAG_INO {
             return Some(Node::Lag);
         }
@@ -139,12 +148,14 @@ impl Fs {
 
 const PRIMARY_INO: u64 = 1 << 62;
 const LAG_INO: u64 = (1 << 62) + 1;
+const PROMOTE_INO: u64 = (1 << 62) + 2;
 
 fn ino_of(node: Node) -> INodeNo {
     INodeNo(match node {
         Node::Root => 1,
         Node::Primary => PRIMARY_INO,
         Node::Lag => LAG_INO,
+        Node::Promote => PROMOTE_INO,
         Node::File(id, kind) => 2 + id * SLOTS + slot(kind),
         Node::Pos(id) => 2 + id * SLOTS + POS_SLOT,
     })
@@ -260,6 +271,10 @@ impl Fs {
                 let host = self.store.node().primary().ok_or(Errno::ENOENT)?;
                 base(FileType::RegularFile, host.len() as u64 + 1, 0o444, now)
             }
+            Node::Promote => {
+                let len = self.store.node().promote_error().map_or(0, |e| e.len() + 1);
+                base(FileType::RegularFile, len as u64, 0o600, now)
+            }
             Node::Lag => {
                 let t = self.store.node().primary_time_ms().max(0) as u64;
                 base(FileType::RegularFile, 11, 0o444, UNIX_EPOCH + Duration::from_millis(t))
@@ -284,6 +299,7 @@ impl Fs {
             ".primary" if self.store.node().primary().is_some() => return Ok(Node::Primary),
             ".primary" => return Err(Errno::ENOENT),
             ".lag" => return Ok(Node::Lag),
+            ".promote" => return Ok(Node::Promote),
             _ => {}
         }
         let (base, kind, pos) = Self::parse_name(name);
@@ -313,7 +329,7 @@ impl Fs {
                 })
             }
             Some(Node::Root) => Err(Errno::EISDIR),
-            Some(Node::Pos(_) | Node::Primary | Node::Lag) => Err(Errno::EACCES),
+            Some(Node::Pos(_) | Node::Primary | Node::Lag | Node::Promote) => Err(Errno::EACCES),
             None => Err(Errno::ENOENT),
         }
     }
@@ -365,6 +381,43 @@ impl Fs {
                 Ok(Ok(_)) => reply.written(n),
                 Ok(Err(_)) => reply.error(Errno::EIO), // the database actor stopped
                 Err(_) => reply.error(Errno::ETIMEDOUT),
+            }
+        });
+    }
+
+    /// `litefleet promote`: asks the primary to hand the lease over (`protocol.md` §12)
+    /// and answers once this node is the primary (at once if it is), EIO if the primary
+    /// refused (the reason is then read from `.promote`), ETIMEDOUT after
+    /// [`PROMOTE_TIMEOUT`].
+    fn promote(&self, n: u32, reply: ReplyWrite) {
+        let node = self.store.node().clone();
+        if node.is_primary() {
+            return reply.written(n);
+        }
+        node.set_promote_error(None);
+        self.store.rt().spawn(async move {
+            // A node that just started, or whose primary just changed, may be between
+            // sessions: give it a moment to follow one.
+            let connect_by = tokio::time::Instant::now() + Duration::from_secs(10);
+            while !node.request_promotion() {
+                if tokio::time::Instant::now() >= connect_by {
+                    node.set_promote_error(Some("not following a primary".into()));
+                    return reply.error(Errno::EIO);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let deadline = tokio::time::Instant::now() + PROMOTE_TIMEOUT;
+            loop {
+                if node.writable() {
+                    return reply.written(n);
+                }
+                if node.promote_error().is_some() {
+                    return reply.error(Errno::EIO);
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return reply.error(Errno::ETIMEDOUT);
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         });
     }
@@ -476,7 +529,7 @@ impl Filesystem for Fs {
         let node = self.node(ino);
         let res = match (size, node) {
             // `echo … > <db>-pos` truncates first: the file is generated, nothing to do.
-            (Some(_), Some(Node::Pos(_))) => Ok(None),
+            (Some(_), Some(Node::Pos(_) | Node::Promote)) => Ok(None),
             (Some(size), _) => self
                 .file_op(ino, |db, kind| Ok(db.truncate(kind, size)?.0.map(|t| (db.clone(), t)))),
             (None, _) => Ok(None),
@@ -506,7 +559,9 @@ impl Filesystem for Fs {
         let writing = flags.acc_mode() != fuser::OpenAccMode::O_RDONLY;
         match self.node(ino) {
             // `-pos` takes writes: positions to wait for.
-            Some(Node::Pos(_)) => reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO),
+            Some(Node::Pos(_) | Node::Promote) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
             Some(Node::Primary | Node::Lag) => {
                 if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
                     return reply.error(Errno::EACCES);
@@ -549,6 +604,9 @@ impl Filesystem for Fs {
         let text = match self.node(ino) {
             Some(Node::Primary) => self.store.node().primary().map(|h| format!("{h}\n")),
             Some(Node::Lag) => Some(format!("{:+010}\n", self.lag_ms())),
+            Some(Node::Promote) => {
+                Some(self.store.node().promote_error().map(|e| e + "\n").unwrap_or_default())
+            }
             _ => None,
         };
         if let Some(text) = text {
@@ -588,8 +646,10 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        if let Some(Node::Pos(id)) = self.node(ino) {
-            return self.wait_pos(id, data, reply);
+        match self.node(ino) {
+            Some(Node::Pos(id)) => return self.wait_pos(id, data, reply),
+            Some(Node::Promote) => return self.promote(data.len() as u32, reply),
+            _ => {}
         }
         match self.file_op(ino, |db, kind| Ok((db.clone(), db.write(kind, data, offset)?))) {
             Ok((db, (n, point))) => self.answer_after(&db, point, move |r| match r {
@@ -810,7 +870,7 @@ impl Filesystem for Fs {
                     Err(e) => reply.error(e),
                 };
             }
-            Node::Pos(_) | Node::Primary | Node::Lag => Err(Errno::EACCES),
+            Node::Pos(_) | Node::Primary | Node::Lag | Node::Promote => Err(Errno::EACCES),
             Node::Root => Err(Errno::EISDIR),
         };
         match res {

@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::task::JoinHandle;
 
+use tokio::sync::oneshot;
+
 use super::{LeaseBackend, LeaseError, LeaseView};
-use crate::core::lease::{LeaseAction, LeaseEvent, LeaseMachine};
+use crate::core::lease::{Holder, LeaseAction, LeaseEvent, LeaseMachine};
 
 /// Pause between failed backend watches.
 const WATCH_RETRY: Duration = Duration::from_secs(1);
@@ -23,6 +25,17 @@ pub enum LeaseMsg {
     Tick,
     /// The supervisor heard nothing from the primary for the failover timeout.
     Depose,
+    /// Graceful handoff, target side: a token the holder can hand the lease to.
+    Token {
+        reply: oneshot::Sender<Result<String, LeaseError>>,
+    },
+    /// Graceful handoff, holder side (writes already stopped): move the lease to the node
+    /// that gave `token`.
+    HandOff {
+        token: String,
+        to: Holder,
+        reply: oneshot::Sender<Result<(), LeaseError>>,
+    },
 }
 
 pub struct LeaseArgs {
@@ -178,6 +191,29 @@ impl Actor for LeaseActor {
                         }
                     });
                 }
+                Vec::new()
+            }
+            LeaseMsg::Token { reply } => {
+                let b = st.backend.clone();
+                tokio::spawn(async move {
+                    let _ = reply.send(b.handoff_token().await);
+                });
+                Vec::new()
+            }
+            LeaseMsg::HandOff { token, to, reply } => {
+                if !matches!(st.machine.view(), LeaseView::Primary { .. }) {
+                    let _ = reply.send(Err(LeaseError::Lost("not the lease holder".into())));
+                    return Ok(());
+                }
+                let (b, me) = (st.backend.clone(), myself.clone());
+                tokio::spawn(async move {
+                    let r = b.hand_off(&token, &to).await;
+                    if r.is_ok() {
+                        // Our term ended: demote now rather than when the watch says so.
+                        let _ = me.send_message(LeaseMsg::Event(LeaseEvent::Holder(Some(to))));
+                    }
+                    let _ = reply.send(r);
+                });
                 Vec::new()
             }
         };

@@ -372,6 +372,71 @@ impl LeaseBackend for ConsulLease {
         })
     }
 
+    /// A live session of this node's: the one it has if Consul still knows it (renewed
+    /// now, so it outlives the handoff), else a new one.
+    fn handoff_token(&self) -> LeaseFuture<'_, String> {
+        Box::pin(async move {
+            if let Some((sid, _)) = self.session() {
+                let r = self
+                    .req(reqwest::Method::PUT, &format!("/v1/session/renew/{sid}"))
+                    .send()
+                    .await
+                    .map_err(unavailable)?;
+                if r.status().is_success() {
+                    return Ok(sid);
+                }
+            }
+            let sid = self.create_session().await?;
+            self.set_session(Some((sid.clone(), None)));
+            Ok(sid)
+        })
+    }
+
+    /// One Consul transaction: unlock the key with this node's session, lock it with the
+    /// target's (and its value). Either both happen or neither; no lock-delay applies (no
+    /// session was invalidated), so the target's term starts at once.
+    fn hand_off<'a>(&'a self, token: &'a str, to: &'a Holder) -> LeaseFuture<'a, ()> {
+        Box::pin(async move {
+            let Some((sid, Some(_))) = self.session() else {
+                return Err(LeaseError::Lost("no lease held".into()));
+            };
+            let b64 = |v: &serde_json::Value| {
+                base64::engine::general_purpose::STANDARD.encode(v.to_string())
+            };
+            let mine = serde_json::json!({
+                "hostname": self.me.hostname, "advertise-url": self.me.advertise_url,
+            });
+            let theirs = serde_json::json!({
+                "hostname": to.hostname, "advertise-url": to.advertise_url,
+            });
+            let ops = serde_json::json!([
+                {"KV": {"Verb": "unlock", "Key": self.key, "Value": b64(&mine), "Session": sid}},
+                {"KV": {"Verb": "lock", "Key": self.key, "Value": b64(&theirs), "Session": token}},
+            ]);
+            let resp = self
+                .req(reqwest::Method::PUT, "/v1/txn")
+                .body(ops.to_string())
+                .send()
+                .await
+                .map_err(unavailable)?;
+            let st = resp.status();
+            if !st.is_success() {
+                return Err(unavailable(format!(
+                    "handoff transaction: {st}: {}",
+                    text(resp).await
+                )));
+            }
+            // The key is the target's now: this session holds nothing. Destroying it only
+            // ends its renewals (lock-delay applies to keys a session held when
+            // invalidated: none).
+            self.set_session(None);
+            let _ =
+                self.req(reqwest::Method::PUT, &format!("/v1/session/destroy/{sid}")).send().await;
+            tracing::info!(to = %to.hostname, "lease handed over");
+            Ok(())
+        })
+    }
+
     fn watch(&self, after: u64) -> LeaseFuture<'_, (u64, Option<Holder>)> {
         Box::pin(async move {
             let (mut idx, entry) = match after {

@@ -54,6 +54,18 @@ pub trait LeaseBackend: Send + Sync + 'static {
     fn depose(&self) -> LeaseFuture<'_, bool> {
         Box::pin(async { Ok(false) })
     }
+    /// Graceful handoff, on the node that wants the lease: a token the holder can hand the
+    /// lease to (Consul: a live session of this node's). Backends without handoff refuse.
+    fn handoff_token(&self) -> LeaseFuture<'_, String> {
+        Box::pin(async { Err(LeaseError::Unavailable("this lease cannot be handed over".into())) })
+    }
+    /// Graceful handoff, on the holder: moves the lease it holds to the node that gave
+    /// `token`, atomically (nobody else can take it in between). The new holder's term
+    /// starts at once: the caller must have stopped writes first.
+    fn hand_off<'a>(&'a self, token: &'a str, to: &'a Holder) -> LeaseFuture<'a, ()> {
+        let _ = (token, to);
+        Box::pin(async { Err(LeaseError::Unavailable("this lease cannot be handed over".into())) })
+    }
 }
 
 /// LiteFS's static lease: the node with `lease.candidate: true` is always the primary;

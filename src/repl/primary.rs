@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::SinkExt;
-use ractor::{Actor, ActorCell};
+use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::FramedWrite;
 use tracing::Instrument;
@@ -23,11 +23,13 @@ use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
 use std::path::PathBuf;
 
+use crate::core::lease::Holder;
 use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
 use crate::core::types::{Epoch, NodeId, Pos, Txid};
 use crate::core::wire::{Frame, Role};
 use crate::db::{Db, LtxDir};
+use crate::lease::actor::LeaseMsg;
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
 
@@ -42,11 +44,12 @@ pub async fn serve(
     store: Arc<Store>,
     id: Identity,
     sup: ActorCell,
+    lease: Option<ActorRef<LeaseMsg>>,
 ) -> Result<(), ReplError> {
     while let Some(incoming) = endpoint.accept().await {
         let remote = incoming.remote_address();
         let span = tracing::info_span!("replica", peer = %remote);
-        let session = Box::pin(connection(incoming, store.clone(), id.clone()));
+        let session = Box::pin(connection(incoming, store.clone(), id.clone(), lease.clone()));
         if let Err(e) =
             Actor::spawn_linked(None, LinkActor, LinkArgs { span, session }, sup.clone()).await
         {
@@ -60,6 +63,7 @@ async fn connection(
     incoming: quinn::Incoming,
     store: Arc<Store>,
     id: Identity,
+    lease: Option<ActorRef<LeaseMsg>>,
 ) -> Result<(), ReplError> {
     // The TLS handshake verifies the client certificate against the cluster CA.
     let conn = incoming.await?;
@@ -85,6 +89,13 @@ async fn connection(
             return Err(ReplError::Protocol(format!("expected POS_MAP, got {}", other.name())));
         }
     };
+    // A replica already at our position will not ACK until something new arrives: its
+    // announced position counts as acknowledged (handoff and sync replication need it).
+    for db in store.list() {
+        if positions.get(db.name()) == Some(&db.pos()) {
+            db.note_ack(acks.node, acks.conn, db.pos().txid, counts);
+        }
+    }
     let mut created = store.subscribe_created();
     let mut streams = tokio::task::JoinSet::new();
     for db in store.list() {
@@ -92,19 +103,58 @@ async fn connection(
         streams.spawn(db_stream(conn.clone(), db, pos, id.epoch));
     }
     let mut tick = tokio::time::interval(HEARTBEAT);
+    // A handoff to this replica in progress.
+    let mut handoff: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
     loop {
         tokio::select! {
+            Ok(r) = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+                handoff = None;
+                let token = match r {
+                    Ok(()) => String::new(),
+                    Err(why) => {
+                        tracing::warn!(reason = %why, "handoff refused");
+                        format!("refused: {why}")
+                    }
+                };
+                wr.send(Frame::Handoff { epoch: id.epoch, target: hello.node_id, token }).await?;
+            }
             _ = tick.tick() => {
                 wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
             }
             f = next_frame(&mut rd) => match f? {
                 Frame::Ack { name, pos } => {
                     tracing::trace!(db = %name, %pos, "ack");
-                    if counts && let Some(db) = store.get(&name) {
-                        db.note_ack(acks.node, acks.conn, pos.txid);
+                    if let Some(db) = store.get(&name) {
+                        db.note_ack(acks.node, acks.conn, pos.txid, counts);
                     }
                 }
                 Frame::Heartbeat { .. } => {}
+                Frame::Handoff { epoch, target, token } => {
+                    // `protocol.md` §12: a candidate asks for the lease.
+                    let why = if target != hello.node_id {
+                        Some("a replica may only ask the lease for itself".to_owned())
+                    } else if hello.role != Role::Candidate {
+                        Some("not a candidate".to_owned())
+                    } else if epoch > id.epoch {
+                        Some(format!("epoch {epoch} is newer than ours"))
+                    } else if handoff.is_some() {
+                        Some("a handoff is in progress".to_owned())
+                    } else {
+                        lease.is_none().then(|| "no lease actor".to_owned())
+                    };
+                    if let Some(why) = why {
+                        let token = format!("refused: {why}");
+                        wr.send(Frame::Handoff { epoch: id.epoch, target, token }).await?;
+                    } else if let Some(l) = lease.clone() {
+                        tracing::info!(to = %hello.hostname, "handing the lease over");
+                        let to = Holder {
+                            hostname: hello.hostname.clone(),
+                            advertise_url: hello.advertise_url.clone(),
+                        };
+                        let st = store.clone();
+                        handoff = Some(tokio::spawn(hand_over(st, l, target, to, token)));
+                    }
+                }
                 other => {
                     return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
                 }
@@ -129,6 +179,76 @@ async fn connection(
                 }
             }
         }
+    }
+}
+
+/// How long a handoff waits for its target to catch up while writes go on, and then, with
+/// writes stopped, to acknowledge the final positions.
+const CATCH_UP: Duration = Duration::from_secs(30);
+const FINAL_ACK: Duration = Duration::from_secs(2);
+
+/// Graceful handoff to the replica `target` (`protocol.md` §12): once it is caught up,
+/// writes stop, every database's final position is taken, the target must acknowledge
+/// exactly those, and the lease moves to it atomically. Writes resume if any step fails.
+async fn hand_over(
+    store: Arc<Store>,
+    lease: ActorRef<LeaseMsg>,
+    target: NodeId,
+    to: Holder,
+    token: String,
+) -> Result<(), String> {
+    let node = store.node().clone();
+    // Writes on: the target catches up, so the pause below stays short.
+    let current: Vec<(Arc<Db>, Txid)> =
+        store.list().into_iter().map(|d| (d.clone(), d.pos().txid)).collect();
+    acked_all(&current, target, CATCH_UP).await.map_err(|n| format!("{n} still behind"))?;
+    node.pause_writes(true);
+    #[allow(clippy::disallowed_methods)] // the shell owns the clock
+    let paused = std::time::Instant::now();
+    let r = async {
+        let dbs = store.list();
+        let finals = tokio::task::spawn_blocking(move || {
+            dbs.into_iter().map(|d| d.quiesce().map(|p| (d, p.txid))).collect::<Result<Vec<_>, _>>()
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+        acked_all(&finals, target, FINAL_ACK)
+            .await
+            .map_err(|n| format!("{n} did not acknowledge the final position"))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        lease
+            .send_message(LeaseMsg::HandOff { token, to: to.clone(), reply: tx })
+            .map_err(|_| "the lease actor is gone".to_owned())?;
+        rx.await.map_err(|_| "the lease actor is gone".to_owned())?.map_err(|e| e.to_string())
+    }
+    .await;
+    match &r {
+        Ok(()) => {
+            tracing::info!(to = %to.hostname, paused_ms = paused.elapsed().as_millis() as u64,
+            "lease handed over; this node is read-only")
+        }
+        Err(_) => node.pause_writes(false),
+    }
+    r
+}
+
+/// Waits until `target` acknowledged each database at its TXID; on timeout, the name of
+/// one that is behind.
+async fn acked_all(
+    dbs: &[(Arc<Db>, Txid)],
+    target: NodeId,
+    within: Duration,
+) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let behind =
+            dbs.iter().find(|(d, t)| *t > Txid::ZERO && d.acked_by(target).is_none_or(|a| a < *t));
+        let Some((d, _)) = behind else { return Ok(()) };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(d.name().to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

@@ -13,8 +13,10 @@ use tokio_util::codec::FramedRead;
 use super::{Identity, ReplError, framed, next_frame};
 use crate::core::types::Pos;
 use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler, LtxKind, Received};
+use crate::lease::actor::LeaseMsg;
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
+use ractor::ActorRef;
 
 /// At most this many files, or bytes, are applied as one run.
 const MAX_RUN_FILES: usize = 512;
@@ -35,6 +37,8 @@ pub async fn session(
     store: &Arc<Store>,
     id: &Identity,
     target: &Target,
+    lease: Option<ActorRef<LeaseMsg>>,
+    auto_promote: bool,
 ) -> Result<(), ReplError> {
     let conn = endpoint.connect(target.addr, &target.server_name)?.await?;
     let (send, recv) = conn.open_bi().await?;
@@ -67,6 +71,13 @@ pub async fn session(
     tracing::info!(host = %hello.hostname, "following the primary");
 
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(String, Pos)>();
+    // Promotion requests (`litefleet promote`, `lease.promote`) for this session.
+    let (promote_tx, mut promote_rx) = mpsc::unbounded_channel::<()>();
+    store.node().set_promoter(Some(promote_tx.clone()));
+    let _unregister = Unregister(store.clone());
+    if auto_promote {
+        let _ = promote_tx.send(());
+    }
     let mut streams = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
@@ -85,12 +96,40 @@ pub async fn session(
                     store.node().note_primary_time(time_ms);
                 }
                 Frame::Ready { .. } => {}
+                // The primary's answer to our handoff request (`protocol.md` §12).
+                Frame::Handoff { token, .. } if token.is_empty() => {
+                    tracing::info!("the primary handed the lease over");
+                }
+                Frame::Handoff { token, .. } => {
+                    tracing::warn!(answer = %token, "the primary refused to hand the lease over");
+                    store.node().set_promote_error(Some(token));
+                    if auto_promote {
+                        let tx = promote_tx.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(PROMOTE_RETRY).await;
+                            let _ = tx.send(());
+                        });
+                    }
+                }
                 other => {
                     return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
                 }
             },
             Some((name, pos)) = ack_rx.recv() => {
                 wr.send(Frame::Ack { name, pos }).await?;
+            }
+            Some(()) = promote_rx.recv() => {
+                match handoff_token(lease.as_ref()).await {
+                    Ok(token) => {
+                        tracing::info!("asking the primary for the lease");
+                        let epoch = store.node().max_epoch();
+                        wr.send(Frame::Handoff { epoch, target: id.node_id, token }).await?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot ask for the lease");
+                        store.node().set_promote_error(Some(e));
+                    }
+                }
             }
             Some(r) = streams.join_next() => match r {
                 Ok(Ok(())) => {}
@@ -107,6 +146,26 @@ pub async fn session(
             },
         }
     }
+}
+
+/// `lease.promote`: a refused request is asked again after this long.
+const PROMOTE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Unregisters the session's promotion channel when it ends.
+struct Unregister(Arc<Store>);
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.0.node().set_promoter(None);
+    }
+}
+
+/// A token the primary can hand the lease to (the lease actor asks its backend).
+async fn handoff_token(lease: Option<&ActorRef<LeaseMsg>>) -> Result<String, String> {
+    let l = lease.ok_or("no lease actor")?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    l.send_message(LeaseMsg::Token { reply: tx }).map_err(|_| "the lease actor is gone")?;
+    rx.await.map_err(|_| "the lease actor is gone")?.map_err(|e| e.to_string())
 }
 
 /// Applies the files of one database stream in order.

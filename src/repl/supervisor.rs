@@ -47,6 +47,8 @@ pub struct SupArgs {
     pub candidate: bool,
     /// Fast failover: suspect a primary not heard from for this long (candidates only).
     pub failover_after: Option<Duration>,
+    /// `lease.promote`: ask the primary for the lease once following it.
+    pub promote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,7 +162,9 @@ impl SupState {
             }
         };
         let id = Identity { epoch, role: Role::Primary, ..self.args.id.clone() };
-        let session = Box::pin(primary::serve(ep, self.args.store.clone(), id, myself.get_cell()));
+        let lease = self.lease.clone();
+        let session =
+            Box::pin(primary::serve(ep, self.args.store.clone(), id, myself.get_cell(), lease));
         let args = LinkArgs { span: tracing::info_span!("listener"), session };
         match spawn_link(args, myself).await {
             Ok(cell) => self.listener = Some(cell),
@@ -236,7 +240,11 @@ impl SupState {
         let id = Identity { role, epoch, ..self.args.id.clone() };
         let store = self.args.store.clone();
         let span = tracing::info_span!("primary", addr = %target.addr);
-        let session = Box::pin(async move { replica::session(&ep, &store, &id, &target).await });
+        let (lease, promote) = (self.lease.clone(), self.args.promote);
+        let session =
+            Box::pin(
+                async move { replica::session(&ep, &store, &id, &target, lease, promote).await },
+            );
         match spawn_link(LinkArgs { span, session }, myself).await {
             #[allow(clippy::disallowed_methods)] // the shell owns the clock
             Ok(cell) => {
