@@ -107,9 +107,10 @@ async fn connection(
     let mut handoff: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
     loop {
         tokio::select! {
-            Ok(r) = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+            r = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
+                // Taken whatever the outcome: a finished JoinHandle must not be polled again.
                 handoff = None;
-                let token = match r {
+                let token = match r.unwrap_or_else(|e| Err(format!("handoff task: {e}"))) {
                     Ok(()) => String::new(),
                     Err(why) => {
                         tracing::warn!(reason = %why, "handoff refused");
