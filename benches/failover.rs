@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, wait_for};
+use cluster::Cluster;
 use consul::Consul;
 use writers::{Op, writer};
 
@@ -45,19 +45,10 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> Vec<Duration> {
     let consul = Consul::start(root.join("consul"));
     let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/bench", extra);
     let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
-    c.sql_ok(
-        p,
-        "f.db",
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, node INT);",
-    );
+    c.writers_table(p, "f.db");
     let mut out = Vec::new();
     for _ in 0..rounds {
-        let want = c.pos(p, "f.db").unwrap();
-        for i in 0..N {
-            wait_for("replicas in sync", Duration::from_secs(60), || {
-                c.pos(i, "f.db") == Some(want)
-            });
-        }
+        c.wait_all_at(p, "f.db", Duration::from_secs(60));
         let stop = Arc::new(AtomicBool::new(false));
         let ws: Vec<_> = (0..N)
             .map(|i| {

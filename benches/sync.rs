@@ -17,7 +17,7 @@ mod relay;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, NodeNet, dev_certs, free_udp_port, wait_for};
+use cluster::{Cluster, dev_certs, free_udp_port, static_nets, wait_for};
 use relay::Relay;
 
 /// Commit latencies (ms) of `n` commits, or as many as fit in `max`.
@@ -63,21 +63,8 @@ fn pair(root: &Path, sync: u32, delay: Option<Duration>) -> (Cluster, Option<Rel
         }
         None => (port, None),
     };
-    let nets = (0..2)
-        .map(|i| NodeNet {
-            netns: None,
-            listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
-            primary_url: String::new(),
-            data_extra: String::new(),
-            lease: Some(format!(
-                "lease:\n  type: static\n  candidate: {}\n  hostname: n{}\n  \
-                 advertise-url: \"http://127.0.0.1:{}\"\n  sync-replicas: {sync}\n",
-                i == 0,
-                i + 1,
-                if i == 0 { port } else { dial },
-            )),
-        })
-        .collect();
+    let extra = format!("  sync-replicas: {sync}\n");
+    let nets = static_nets(2, port, |i| if i == 0 { port } else { dial }, &extra);
     let c = Cluster::start_custom(root, nets, &certs);
     (c, relay)
 }

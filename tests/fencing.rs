@@ -44,17 +44,7 @@ fn a_paused_primary_never_writes_alongside_its_successor() {
     let consul = Consul::start(root.join("consul"));
     let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/fencing", "");
     let p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
-    c.sql_ok(
-        p,
-        "f.db",
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, node INT);",
-    );
-    let want = c.pos(p, "f.db").unwrap();
-    for i in 0..N {
-        wait_for("replicas have the table", Duration::from_secs(30), || {
-            c.pos(i, "f.db") == Some(want)
-        });
-    }
+    c.writers_table(p, "f.db");
 
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..N)

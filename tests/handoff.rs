@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, wait_for};
+use common::cluster::Cluster;
 use common::consul::Consul;
 use common::tmp;
 use common::writers::{Op, writer};
@@ -54,17 +54,7 @@ fn promote_under_load_and_a_rolling_restart() {
     let consul = Consul::start(root.join("consul"));
     let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/handoff", "");
     let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
-    c.sql_ok(
-        p,
-        "h.db",
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, node INT);",
-    );
-    let want = c.pos(p, "h.db").unwrap();
-    for i in 0..N {
-        wait_for("replicas have the table", Duration::from_secs(30), || {
-            c.pos(i, "h.db") == Some(want)
-        });
-    }
+    c.writers_table(p, "h.db");
     let stop = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = (0..N)
         .map(|i| {
@@ -105,12 +95,7 @@ fn promote_under_load_and_a_rolling_restart() {
         eprintln!("handoff {i}: longest stretch without a commit: {gap:?}");
     }
     // Nothing any writer saw succeed is missing on the final primary; every node converges.
-    let want = c.pos(p, "h.db").unwrap();
-    for i in 0..N {
-        wait_for("every node converges", Duration::from_secs(60), || {
-            c.pos(i, "h.db") == Some(want)
-        });
-    }
+    c.wait_all_at(p, "h.db", Duration::from_secs(60));
     let have: HashSet<i64> = c
         .sql_ok(p, "h.db", "SELECT id FROM t;")
         .lines()

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, NodeNet, dev_certs, free_udp_port, wait_for};
+use common::cluster::{Cluster, dev_certs, free_udp_port, sql_at, static_nets, wait_for};
 use common::consul::Consul;
 use common::tmp;
 use common::writers::writer;
@@ -26,42 +26,13 @@ use common::writers::writer;
 fn static_pair(root: &std::path::Path) -> Cluster {
     let certs = dev_certs(root, 2);
     let port = free_udp_port();
-    let nets = (0..2)
-        .map(|i| NodeNet {
-            netns: None,
-            listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
-            primary_url: String::new(),
-            data_extra: String::new(),
-            lease: Some(format!(
-                "lease:\n  type: static\n  candidate: {}\n  hostname: n{}\n  \
-                 advertise-url: \"http://127.0.0.1:{port}\"\n  sync-replicas: 1\n",
-                i == 0,
-                i + 1
-            )),
-        })
-        .collect();
-    Cluster::start_custom(root, nets, &certs)
+    Cluster::start_custom(root, static_nets(2, port, |_| port, "  sync-replicas: 1\n"), &certs)
 }
 
-/// Runs `sql` on node `i` in a thread; the handle yields the CLI's success.
+/// Runs `sql` on node `i` in a thread; the handle yields the CLI's success and output.
 fn sql_in_thread(c: &Cluster, i: usize, sql: &str) -> std::thread::JoinHandle<(bool, String)> {
-    let path = c.db(i, "s.db");
-    let sql = sql.to_owned();
-    std::thread::spawn(move || {
-        let out = std::process::Command::new("sqlite3")
-            .arg("-cmd")
-            .arg(".timeout 10000")
-            .arg(path)
-            .arg(sql)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    })
+    let (path, sql) = (c.db(i, "s.db"), sql.to_owned());
+    std::thread::spawn(move || sql_at(&path, &sql))
 }
 
 #[test]
@@ -145,17 +116,7 @@ fn failover_under_load(tag: &str, sync: u32) -> (usize, usize) {
     let extra = format!("  sync-replicas: {sync}\n");
     let mut c = Cluster::start_consul(&root, N, &consul.url(), &format!("litefleet/{tag}"), &extra);
     let p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
-    c.sql_ok(
-        p,
-        "s.db",
-        "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, node INT);",
-    );
-    let want = c.pos(p, "s.db").unwrap();
-    for i in 0..N {
-        wait_for("replicas have the table", Duration::from_secs(30), || {
-            c.pos(i, "s.db") == Some(want)
-        });
-    }
+    c.writers_table(p, "s.db");
     let stop = Arc::new(AtomicBool::new(false));
     let w = {
         let (path, stop) = (c.db(p, "s.db"), stop.clone());

@@ -252,19 +252,31 @@ impl Cluster {
 
     /// Runs SQL with the sqlite3 CLI on node `i`; returns (success, stdout + stderr).
     pub fn sql(&self, i: usize, db: &str, sql: &str) -> (bool, String) {
-        let out = Command::new("sqlite3")
-            .arg("-cmd")
-            .arg(".timeout 10000")
-            .arg(self.db(i, db))
-            .arg(sql)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        sql_at(&self.db(i, db), sql)
+    }
+
+    /// Every running node at node `p`'s position of `db`; returns it.
+    pub fn wait_all_at(&self, p: usize, db: &str, timeout: Duration) -> Pos {
+        let want = self.pos(p, db).expect("primary position");
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].child.is_some() {
+                wait_for(&format!("n{} to reach {want} on {db}", i + 1), timeout, || {
+                    self.pos(i, db) == Some(want)
+                });
+            }
+        }
+        want
+    }
+
+    /// The table the writers of `writers.rs` insert into, created in WAL mode on the
+    /// primary `p` and replicated to every running node.
+    pub fn writers_table(&self, p: usize, db: &str) {
+        self.sql_ok(
+            p,
+            db,
+            "PRAGMA journal_mode=WAL; CREATE TABLE t(id INTEGER PRIMARY KEY, node INT);",
         );
-        (out.status.success(), text)
+        self.wait_all_at(p, db, Duration::from_secs(30));
     }
 
     pub fn sql_ok(&self, i: usize, db: &str, sql: &str) -> String {
@@ -299,6 +311,47 @@ impl Cluster {
     pub fn replica_image(&self, i: usize, db: &str) -> Vec<u8> {
         std::fs::read(self.nodes[i].data.join("dbs").join(db).join("database")).unwrap()
     }
+}
+
+/// Runs SQL with the sqlite3 CLI on the database at `path`; returns (success, stdout +
+/// stderr).
+pub fn sql_at(path: &Path, sql: &str) -> (bool, String) {
+    let out = Command::new("sqlite3")
+        .arg("-cmd")
+        .arg(".timeout 10000")
+        .arg(path)
+        .arg(sql)
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Loopback networking for `n` nodes under a static lease, `n1` listening on `port`. Node
+/// `i` dials the primary at `dial(i)` (a relay port, or `port`); `lease_extra` is appended
+/// to every `lease:` section (lines indented by two spaces).
+pub fn static_nets(
+    n: usize,
+    port: u16,
+    dial: impl Fn(usize) -> u16,
+    lease_extra: &str,
+) -> Vec<NodeNet> {
+    (0..n)
+        .map(|i| NodeNet {
+            netns: None,
+            listen: format!("127.0.0.1:{}", if i == 0 { port } else { free_udp_port() }),
+            primary_url: String::new(),
+            data_extra: String::new(),
+            lease: Some(format!(
+                "lease:\n  type: static\n  candidate: {}\n  hostname: n{}\n  \
+                 advertise-url: \"http://127.0.0.1:{}\"\n{lease_extra}",
+                i == 0,
+                i + 1,
+                dial(i),
+            )),
+        })
+        .collect()
 }
 
 impl Drop for Cluster {
