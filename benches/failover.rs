@@ -9,7 +9,11 @@
 //!   after 1 s of silence, session destroyed, lock-delay 1 s), several rounds;
 //! - the same with fast failover off (`failover-timeout: 0s`: the lease moves when Consul
 //!   expires the session, as in LiteFS);
-//! - graceful shutdown of the primary (SIGTERM: writes stop, the lease is released).
+//! - graceful shutdown of the primary (SIGTERM: writes stop, candidates catch up, the lease
+//!   is released);
+//! - graceful handoff (`litefleet promote` on the next node): here unavailability is the
+//!   longest stretch without any successful commit on any node around the handoff, and the
+//!   old primary's own `paused_ms` (writes stopped → lease moved) is reported besides.
 
 #[allow(dead_code)]
 #[path = "../tests/common/cluster.rs"]
@@ -34,11 +38,31 @@ const N: usize = 3;
 enum Event {
     Kill,
     Term,
+    Promote,
 }
 
-/// Takes the current primary away `rounds` times; returns each round's unavailability.
+/// `litefleet promote` on node `i`.
+fn promote(c: &Cluster, i: usize) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["promote", "--mount"])
+        .arg(&c.nodes[i].mnt)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "promote n{}: {}", i + 1, String::from_utf8_lossy(&out.stderr));
+}
+
+/// The last `paused_ms=<n>` node `i` logged.
+fn paused_ms(c: &Cluster, i: usize) -> Duration {
+    let log = c.log(i);
+    let at = log.rfind("paused_ms=").expect("a handoff was logged");
+    let n: String = log[at + 10..].chars().take_while(char::is_ascii_digit).collect();
+    Duration::from_millis(n.parse().unwrap())
+}
+
+/// Takes the current primary away `rounds` times; returns each round's unavailability
+/// (and, for a handoff, how long the old primary paused writes).
 #[allow(clippy::disallowed_methods)]
-fn run(name: &str, extra: &str, event: Event, rounds: usize) -> Vec<Duration> {
+fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, Vec<Duration>) {
     let root = std::env::temp_dir().join(format!("litefleet-bench-failover-{name}"));
     let _ = std::fs::remove_dir_all(&root);
     std::fs::create_dir_all(&root).unwrap();
@@ -46,7 +70,7 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> Vec<Duration> {
     let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/bench", extra);
     let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
     c.writers_table(p, "f.db");
-    let mut out = Vec::new();
+    let (mut out, mut paused) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         c.wait_all_at(p, "f.db", Duration::from_secs(60));
         let stop = Arc::new(AtomicBool::new(false));
@@ -62,8 +86,25 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> Vec<Duration> {
         match event {
             Event::Kill => c.kill_node(p),
             Event::Term => c.stop_node(p),
+            Event::Promote => promote(&c, (p + 1) % N),
         }
         let next = c.wait_new_primary(&before, Some(p), Duration::from_secs(60));
+        if let Event::Promote = event {
+            // Writers reconnect on their own: the longest stretch with no commit anywhere.
+            std::thread::sleep(Duration::from_millis(500));
+            stop.store(true, Ordering::Relaxed);
+            let ops: Vec<Op> = ws.into_iter().flat_map(|w| w.join().unwrap()).collect();
+            let mut ends: Vec<Instant> =
+                ops.iter().filter(|o| o.ok && o.end >= at).map(|o| o.end).collect();
+            ends.push(at);
+            ends.sort();
+            out.push(ends.windows(2).map(|w| w[1] - w[0]).max().unwrap_or_default());
+            paused.push(paused_ms(&c, p));
+            c.stop_node(p);
+            c.start_node(p);
+            p = next;
+            continue;
+        }
         // Until a write succeeds on the new primary (a probe besides the writer threads).
         let probe_ok = loop {
             if c.sql(next, "f.db", "INSERT INTO t(node) VALUES (-1);").0 {
@@ -87,7 +128,7 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> Vec<Duration> {
     }
     drop(c);
     drop(consul);
-    out
+    (out, paused)
 }
 
 fn stats(v: &[Duration]) -> String {
@@ -102,12 +143,15 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let fast = run("fast", "", Event::Kill, 5);
-    let slow = run("ttl", "    failover-timeout: 0s\n", Event::Kill, 1);
-    let term = run("term", "", Event::Term, 3);
+    let (fast, _) = run("fast", "", Event::Kill, 5);
+    let (slow, _) = run("ttl", "    failover-timeout: 0s\n", Event::Kill, 1);
+    let (term, _) = run("term", "", Event::Term, 3);
+    let (hand, paused) = run("promote", "", Event::Promote, 5);
     println!("| scenario (3 candidates, Consul 1.8.7, loopback) | mean | max | runs (ms) |");
     println!("|---|---|---|---|");
     println!("| crash (kill -9), litefleet defaults | {} |", stats(&fast));
     println!("| crash (kill -9), fast failover off (LiteFS behaviour) | {} |", stats(&slow));
     println!("| graceful shutdown of the primary (SIGTERM) | {} |", stats(&term));
+    println!("| graceful handoff (promote): longest stretch without a commit | {} |", stats(&hand));
+    println!("| graceful handoff (promote): old primary's writes paused | {} |", stats(&paused));
 }

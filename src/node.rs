@@ -41,6 +41,9 @@ pub struct NodeCtx {
     sync_any_replica: AtomicBool,
     /// A handoff paused writes (the role is kept until the lease moves).
     paused: AtomicBool,
+    /// Replica: the last session with the primary ended because of a local failure
+    /// (applying, storing), not the network. Cleared when the next session is attempted.
+    local_fault: AtomicBool,
     /// `litefleet promote` / `lease.promote`: asks the replication session with the
     /// primary to request a handoff (registered while a session runs).
     promoter: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
@@ -63,6 +66,7 @@ impl Default for NodeCtx {
             sync_replicas: AtomicU32::new(0),
             sync_any_replica: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            local_fault: AtomicBool::new(false),
             promoter: Mutex::new(None),
             promote_error: Mutex::new(None),
         }
@@ -78,6 +82,13 @@ impl NodeCtx {
         // Every FUSE write asks: read the clock only when a fence is set.
         let until = self.write_until_ms.load(Ordering::Acquire);
         until == u64::MAX || self.now_ms() < until
+    }
+
+    /// For how long the write fence has been expired (ms; 0 while it holds or when there is
+    /// none): the primary cannot renew its lease.
+    pub fn fenced_for_ms(&self) -> u64 {
+        let until = self.write_until_ms.load(Ordering::Acquire);
+        if until == u64::MAX { 0 } else { self.now_ms().saturating_sub(until) }
     }
 
     /// Handoff: stops (or resumes) application writes while the role is kept.
@@ -158,6 +169,19 @@ impl NodeCtx {
     /// A replica heard from its primary now (any frame).
     pub fn heard_primary(&self) {
         self.primary_heard_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Replica: the session with the primary ended (`true`, the primary was reachable: this
+    /// node failed) or a new one is attempted (`false`). See [`NodeCtx::local_fault`].
+    pub fn set_local_fault(&self, on: bool) {
+        self.local_fault.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether the last session with the primary ended by a local failure and none was
+    /// attempted since: the primary's silence during the retry backoff means nothing (a
+    /// replica that cannot apply must not depose a healthy primary).
+    pub fn local_fault(&self) -> bool {
+        self.local_fault.load(Ordering::Relaxed)
     }
 
     /// How long ago the primary was last heard from, in ms.

@@ -106,6 +106,24 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     retention.thread().unpark();
     let _ = retention.join();
     if let Some(sup) = replication {
+        // A primary first lets its candidates catch up, so whoever takes the lease next
+        // has every commit this node accepted (asynchronous replication loses none).
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let t = std::time::Instant::now();
+        match rt.block_on(litefleet::repl::primary::drain(&store, DRAIN)) {
+            Ok(d) if d.behind.is_empty() && d.caught_up > 0 => tracing::info!(
+                dbs = d.caught_up,
+                ms = t.elapsed().as_millis() as u64,
+                "drained: every connected candidate holds every commit"
+            ),
+            Ok(d) if !d.behind.is_empty() => tracing::warn!(
+                behind = ?d.behind,
+                "shutting down with candidates behind; their missing commits will be set \
+                 aside when this node rejoins"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "draining before shutdown failed"),
+        }
         // Read-only first, then the lease is released and every link closed.
         let _ = rt.block_on(sup.stop_and_wait(Some("shutting down".into()), Some(SHUTDOWN)));
     }
@@ -115,6 +133,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
+
+/// How long a primary's shutdown waits for its candidates to acknowledge its last commits.
+const DRAIN: Duration = Duration::from_secs(3);
 
 /// How long shutdown waits for the replication actors.
 const SHUTDOWN: Duration = Duration::from_secs(5);

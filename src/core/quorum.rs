@@ -69,6 +69,12 @@ impl Quorum {
     pub fn count_at(&self, txid: Txid) -> usize {
         self.acked.values().filter(|e| e.2 && e.1 >= txid).count()
     }
+
+    /// How many replicas that count are connected but have not acknowledged `txid` yet
+    /// (graceful shutdown waits for none to be left behind).
+    pub fn behind(&self, txid: Txid) -> usize {
+        self.acked.values().filter(|e| e.2 && e.1 < txid).count()
+    }
 }
 
 #[cfg(test)]
@@ -88,6 +94,8 @@ mod tests {
         assert_eq!(q.acked_by(NodeId(4)), Some(Txid(99)));
         assert_eq!(q.reached(1), Txid(9));
         assert_eq!(q.reached(2), Txid(5));
+        assert_eq!(q.behind(Txid(9)), 2);
+        assert_eq!(q.behind(Txid(3)), 0);
         assert_eq!(q.reached(3), Txid(3));
         assert_eq!(q.reached(4), Txid::ZERO);
         assert_eq!(q.count_at(Txid(5)), 2);

@@ -138,13 +138,21 @@ pub enum ApplyError {
     PageSize { file: u32, db: u32 },
     #[error("page {pgno} leaves a hole past the end ({pages} pages)")]
     Hole { pgno: PageNo, pages: u32 },
+    #[error("snapshot page {pgno} leaves a hole past page {pages}")]
+    SnapshotHole { pgno: PageNo, pages: u32 },
 }
 
 impl ApplyError {
     /// The file is intact (its own checksums verified) but does not continue this
-    /// database: the histories diverged (or the local file was changed).
+    /// database: the histories diverged (or the local file was changed). A replica that
+    /// was a primary whose last commits no one got, and whose TXID falls inside one of
+    /// the new primary's ranged files, sees a changed pre-apply state, a page count the
+    /// file's pages do not continue (a hole), or another end checksum.
     pub fn is_divergence(&self) -> bool {
-        matches!(self, ApplyError::PreApply { .. } | ApplyError::PostApply { .. })
+        matches!(
+            self,
+            ApplyError::PreApply { .. } | ApplyError::PostApply { .. } | ApplyError::Hole { .. }
+        )
     }
 }
 
@@ -186,17 +194,32 @@ impl Incoming {
         let lock = PageNo::lock_page(h.page_size);
         let mut end = base;
         let mut pages = Vec::new();
+        let mut hole = None;
         while let Some(p) = rd.next_page()? {
+            if hole.is_some() {
+                continue; // read to the end only to verify the file's own checksum
+            }
             // Growth only by pages the file holds (the lock page excepted): a hostile page
             // number cannot make us allocate for billions of pages.
             let next = if PageNo(end + 1) == lock { end + 2 } else { end + 1 };
             if p.pgno.0 > next {
-                return Err(ApplyError::Hole { pgno: p.pgno, pages: end });
+                hole = Some(if snapshot {
+                    // Not about this database's history: the snapshot itself is malformed.
+                    ApplyError::SnapshotHole { pgno: p.pgno, pages: end }
+                } else {
+                    ApplyError::Hole { pgno: p.pgno, pages: end }
+                });
+                continue;
             }
             end = end.max(p.pgno.0);
             pages.push((p.pgno, p.data.to_vec(), page_checksum(p.pgno, p.data)));
         }
         let (trailer, _) = rd.finish()?;
+        // An intact file (checksum verified just above) that would leave a hole in this
+        // database was written for another history: a divergence, not a corrupt file.
+        if let Some(e) = hole {
+            return Err(e);
+        }
         let actual =
             preview(if snapshot { None } else { Some(&state.checksums) }, &pages, h.commit);
         if actual != trailer.post_apply_checksum {
@@ -307,6 +330,49 @@ mod tests {
         // Two boundaries at one TXID (a file ends there, the next starts after): both must
         // agree.
         assert_eq!(on_history(pos(4, 40), &[pos(4, 40), pos(4, 41)]), Some(false));
+    }
+
+    /// A file of pages `pgnos` (512-byte pages), TXIDs `min..=max`.
+    fn file(min: u64, max: u64, commit: u32, pgnos: &[u32]) -> Vec<u8> {
+        use crate::core::ltx::{Header, LtxWriter};
+        let h = Header {
+            flags: 0,
+            page_size: 512,
+            commit,
+            min_txid: t(min),
+            max_txid: t(max),
+            timestamp: 0,
+            pre_apply_checksum: Checksum(Checksum::FLAG | 7),
+            wal_offset: 0,
+            wal_size: 0,
+            wal_salt1: 0,
+            wal_salt2: 0,
+            node_id: crate::core::types::NodeId(1),
+        };
+        let mut w = LtxWriter::new(Vec::new(), h).unwrap();
+        for &p in pgnos {
+            w.write_page(PageNo(p), &[p as u8; 512]).unwrap();
+        }
+        w.finish(Checksum(Checksum::FLAG | 9)).unwrap().0
+    }
+
+    #[test]
+    fn a_hole_in_an_intact_file_is_a_divergence_but_not_in_a_damaged_one() {
+        // A replica at TXID 5 with 2 pages; the primary's ranged file 3..=8 grew its own
+        // history to 6 pages but only wrote pages 1 and 5..=6 after the replica's fork.
+        let mut state = DbState { pos: pos(5, 3), page_size: 512, ..DbState::default() };
+        for p in 1..=2 {
+            state.checksums.set(PageNo(p), page_checksum(PageNo(p), &[0; 512]));
+        }
+        let f = file(3, 8, 6, &[1, 5, 6]);
+        let e = Incoming::check(&f[..], f.len() as u64, &state).unwrap_err();
+        assert!(matches!(e, ApplyError::Hole { .. }) && e.is_divergence(), "{e}");
+        // The same file damaged in transit: its own checksum fails first, not a divergence.
+        let mut bad = f.clone();
+        let at = bad.len() - 40;
+        bad[at] ^= 1;
+        let e = Incoming::check(&bad[..], bad.len() as u64, &state).unwrap_err();
+        assert!(!e.is_divergence(), "{e}");
     }
 
     #[test]

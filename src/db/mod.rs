@@ -190,6 +190,9 @@ pub struct Db {
     /// them reached (see [`Quorum`]).
     acks: Mutex<Quorum>,
     replicated: watch::Sender<Txid>,
+    /// Bumped on every change of `acks`: waiters for one replica's acknowledgement
+    /// (handoff, shutdown) wake on it instead of polling.
+    ack_seq: watch::Sender<u64>,
 }
 
 fn now_ms() -> i64 {
@@ -247,6 +250,7 @@ impl Db {
             last_ltx_ms: log.last_ltx_ms(),
             acks: Mutex::new(Quorum::default()),
             replicated: watch::Sender::new(Txid::ZERO),
+            ack_seq: watch::Sender::new(0),
         };
         recover::recover(&db, &mut log)?;
         {
@@ -924,6 +928,19 @@ impl Db {
         q.ack(node, conn, txid.min(self.pos().txid), counts);
         let r = q.reached(n);
         self.replicated.send_if_modified(|v| std::mem::replace(v, r) != r);
+        self.ack_seq.send_modify(|s| *s += 1);
+    }
+
+    /// A receiver that changes whenever an acknowledgement arrives or a replica's
+    /// acknowledgements are withdrawn.
+    pub fn ack_changes(&self) -> watch::Receiver<u64> {
+        self.ack_seq.subscribe()
+    }
+
+    /// Primary: how many replicas that could take over (see [`Quorum::behind`]) are
+    /// connected but have not acknowledged `txid`.
+    pub fn replicas_behind(&self, txid: Txid) -> usize {
+        self.acks.lock().unwrap_or_else(|e| e.into_inner()).behind(txid)
     }
 
     /// Primary: what replica `node` acknowledged of this database.
@@ -948,6 +965,7 @@ impl Db {
         q.drop_conn(node, conn);
         let r = q.reached(n);
         self.replicated.send_if_modified(|v| std::mem::replace(v, r) != r);
+        self.ack_seq.send_modify(|s| *s += 1);
     }
 
     /// Synchronous replication: waits until `lease.sync-replicas` replicas durably hold

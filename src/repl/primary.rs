@@ -36,6 +36,9 @@ use crate::store::Store;
 /// Replicas suspect a primary they have not heard from for `lease.consul.failover-timeout`
 /// (1 s by default): several heartbeats fit in it.
 const HEARTBEAT: Duration = Duration::from_millis(250);
+/// A primary whose write fence has been expired this long (it could not renew its lease)
+/// stops heartbeating. Shorter blips of Consul cost writes, not a failover.
+const SILENT_AFTER_FENCE_MS: u64 = 1000;
 
 /// Accepts connections until the endpoint closes; each replica gets a peer-link actor
 /// supervised by `sup`.
@@ -120,7 +123,12 @@ async fn connection(
                 wr.send(Frame::Handoff { epoch: id.epoch, target: hello.node_id, token }).await?;
             }
             _ = tick.tick() => {
-                wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
+                // A primary that has not renewed its lease for a while (cut off from
+                // Consul) goes silent, so candidates depose it (§10.2) instead of waiting
+                // for the session's TTL. Safe either way: it already refuses writes.
+                if store.node().fenced_for_ms() < SILENT_AFTER_FENCE_MS {
+                    wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
+                }
             }
             f = next_frame(&mut rd) => match f? {
                 Frame::Ack { name, pos } => {
@@ -202,55 +210,108 @@ async fn hand_over(
     // Writes on: the target catches up, so the pause below stays short.
     let current: Vec<(Arc<Db>, Txid)> =
         store.list().into_iter().map(|d| (d.clone(), d.pos().txid)).collect();
-    acked_all(&current, target, CATCH_UP).await.map_err(|n| format!("{n} still behind"))?;
-    node.pause_writes(true);
+    wait_acks(&current, CATCH_UP, |d, t| acked(d, target, t))
+        .await
+        .map_err(|n| format!("{n} still behind"))?;
     #[allow(clippy::disallowed_methods)] // the shell owns the clock
     let paused = std::time::Instant::now();
     let r = async {
-        let dbs = store.list();
-        let finals = tokio::task::spawn_blocking(move || {
-            dbs.into_iter().map(|d| d.quiesce().map(|p| (d, p.txid))).collect::<Result<Vec<_>, _>>()
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
-        acked_all(&finals, target, FINAL_ACK)
+        let finals = stop_writes(&store).await?;
+        let stopped = paused.elapsed();
+        wait_acks(&finals, FINAL_ACK, |d, t| acked(d, target, t))
             .await
             .map_err(|n| format!("{n} did not acknowledge the final position"))?;
+        let synced = paused.elapsed();
         let (tx, rx) = tokio::sync::oneshot::channel();
         lease
             .send_message(LeaseMsg::HandOff { token, to: to.clone(), reply: tx })
             .map_err(|_| "the lease actor is gone".to_owned())?;
-        rx.await.map_err(|_| "the lease actor is gone".to_owned())?.map_err(|e| e.to_string())
+        rx.await.map_err(|_| "the lease actor is gone".to_owned())?.map_err(|e| e.to_string())?;
+        Ok::<_, String>((stopped, synced))
     }
     .await;
     match &r {
-        Ok(()) => {
-            tracing::info!(to = %to.hostname, paused_ms = paused.elapsed().as_millis() as u64,
-            "lease handed over; this node is read-only")
-        }
+        Ok((stopped, synced)) => tracing::info!(
+            to = %to.hostname,
+            paused_ms = paused.elapsed().as_millis() as u64,
+            quiesce_ms = stopped.as_millis() as u64,
+            final_ack_ms = (*synced - *stopped).as_millis() as u64,
+            "lease handed over; this node is read-only"
+        ),
         Err(_) => node.pause_writes(false),
     }
-    r
+    r.map(|_| ())
 }
 
-/// Waits until `target` acknowledged each database at its TXID; on timeout, the name of
-/// one that is behind.
-async fn acked_all(
+/// Whether `target` acknowledged `txid` of `db` (nothing to acknowledge at TXID 0).
+fn acked(db: &Db, target: NodeId, txid: Txid) -> bool {
+    txid == Txid::ZERO || db.acked_by(target).is_some_and(|a| a >= txid)
+}
+
+/// Stops writes on this node (checked under each database's commit lock) and returns every
+/// database's final position: no commit is accepted after it until writes resume.
+async fn stop_writes(store: &Arc<Store>) -> Result<Vec<(Arc<Db>, Txid)>, String> {
+    store.node().pause_writes(true);
+    let dbs = store.list();
+    tokio::task::spawn_blocking(move || {
+        dbs.into_iter().map(|d| d.quiesce().map(|p| (d, p.txid))).collect::<Result<Vec<_>, _>>()
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+/// Waits until `done(db, txid)` holds for every pair in `dbs`, woken by acknowledgements;
+/// on timeout returns the name of a database still waiting.
+async fn wait_acks(
     dbs: &[(Arc<Db>, Txid)],
-    target: NodeId,
     within: Duration,
+    done: impl Fn(&Db, Txid) -> bool,
 ) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + within;
+    // Subscribed before the first check, so no acknowledgement between a check and the
+    // wait after it is missed.
+    let mut rxs: Vec<_> = dbs.iter().map(|(d, _)| d.ack_changes()).collect();
     loop {
-        let behind =
-            dbs.iter().find(|(d, t)| *t > Txid::ZERO && d.acked_by(target).is_none_or(|a| a < *t));
-        let Some((d, _)) = behind else { return Ok(()) };
-        if tokio::time::Instant::now() >= deadline {
+        for rx in &mut rxs {
+            rx.borrow_and_update();
+        }
+        let Some((d, _)) = dbs.iter().find(|(d, t)| !done(d, *t)) else { return Ok(()) };
+        // Non-empty here: `d` came from `dbs`. The senders live in the `Db`s held by `dbs`,
+        // so `changed` cannot fail.
+        let any = futures_util::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
+        if tokio::time::timeout_at(deadline, any).await.is_err() {
             return Err(d.name().to_owned());
         }
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// How a primary's graceful shutdown left its replicas.
+#[derive(Debug)]
+pub struct Drained {
+    /// Databases whose every connected candidate acknowledged the final position.
+    pub caught_up: usize,
+    /// Databases some connected candidate had not acknowledged when the wait ended.
+    pub behind: Vec<String>,
+}
+
+/// Graceful shutdown of the primary (`protocol.md` §12.4): writes stop, the final
+/// positions are flushed, and the node waits (at most `within`) until every connected
+/// replica that could take over acknowledged them, so that whichever candidate takes the
+/// released lease has every commit this node accepted. Writes stay stopped. A no-op on a
+/// node that is not the primary.
+pub async fn drain(store: &Arc<Store>, within: Duration) -> Result<Drained, String> {
+    if !store.node().is_primary() {
+        return Ok(Drained { caught_up: 0, behind: Vec::new() });
+    }
+    let finals = stop_writes(store).await?;
+    let _ = wait_acks(&finals, within, |d, t| d.replicas_behind(t) == 0).await;
+    let behind: Vec<String> = finals
+        .iter()
+        .filter(|(d, t)| d.replicas_behind(*t) > 0)
+        .map(|(d, _)| d.name().to_owned())
+        .collect();
+    Ok(Drained { caught_up: finals.len() - behind.len(), behind })
 }
 
 /// A replica connection's acknowledgements, withdrawn from every database when the

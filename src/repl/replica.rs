@@ -40,6 +40,24 @@ pub async fn session(
     lease: Option<ActorRef<LeaseMsg>>,
     auto_promote: bool,
 ) -> Result<(), ReplError> {
+    store.node().set_local_fault(false);
+    let r = run(endpoint, store, id, target, lease, auto_promote).await;
+    if let Err(ReplError::Db(_) | ReplError::Store(_)) = &r {
+        // This node failed, not the primary or the network: the primary was just heard.
+        store.node().heard_primary();
+        store.node().set_local_fault(true);
+    }
+    r
+}
+
+async fn run(
+    endpoint: &quinn::Endpoint,
+    store: &Arc<Store>,
+    id: &Identity,
+    target: &Target,
+    lease: Option<ActorRef<LeaseMsg>>,
+    auto_promote: bool,
+) -> Result<(), ReplError> {
     let conn = endpoint.connect(target.addr, &target.server_name)?.await?;
     let (send, recv) = conn.open_bi().await?;
     let (mut wr, mut rd) = framed(send, recv);

@@ -37,16 +37,24 @@ pub fn binary() -> PathBuf {
 }
 
 impl Consul {
-    #[allow(clippy::disallowed_methods)]
     pub fn start(dir: PathBuf) -> Consul {
+        Consul::start_on(dir, &[])
+    }
+
+    /// An agent whose HTTP API also listens on `addrs` (besides 127.0.0.1).
+    #[allow(clippy::disallowed_methods)]
+    pub fn start_on(dir: PathBuf, addrs: &[&str]) -> Consul {
         std::fs::create_dir_all(&dir).unwrap();
         let (http, serf, server) = (port(), port(), port());
         let hcl = format!(
             "ports {{ http = {http}, dns = -1, grpc = -1, serf_lan = {serf}, serf_wan = -1, server = {server} }}"
         );
+        // A space-separated list is what Consul's -client takes.
+        let client =
+            std::iter::once("127.0.0.1").chain(addrs.iter().copied()).collect::<Vec<_>>().join(" ");
         let log = std::fs::File::create(dir.join("consul.log")).unwrap();
         let child = Command::new(binary())
-            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1", "-hcl", &hcl])
+            .args(["agent", "-dev", "-bind", "127.0.0.1", "-client", &client, "-hcl", &hcl])
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

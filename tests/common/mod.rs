@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod consul;
+pub mod lan;
 pub mod relay;
 pub mod writers;
 

@@ -2,7 +2,7 @@
 //! (start, end, success): the raw data of the fencing test and the failover benchmark.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy)]
@@ -12,14 +12,26 @@ pub struct Op {
     pub end: Instant,
     pub ok: bool,
     pub id: i64,
+    /// SQLite's extended result code of a failed attempt (0: success; -1: not SQLite's).
+    pub code: i32,
 }
+
+/// `(code, count)` of the failed attempts of `node` that started after `after`.
+pub fn errors(ops: &[Op], node: usize, after: Instant) -> Vec<(i32, usize)> {
+    let mut m = std::collections::BTreeMap::new();
+    for o in ops.iter().filter(|o| !o.ok && o.node == node && o.start > after) {
+        *m.entry(o.code).or_insert(0) += 1;
+    }
+    m.into_iter().collect()
+}
+
+static SEQ: AtomicI64 = AtomicI64::new(1);
 
 /// Inserts on `path` until `stop`, recording every attempt.
 #[allow(clippy::disallowed_methods)]
 pub fn writer(node: usize, path: std::path::PathBuf, stop: Arc<AtomicBool>) -> Vec<Op> {
     let mut ops = Vec::new();
     let mut conn: Option<rusqlite::Connection> = None;
-    let mut n = 0i64;
     while !stop.load(Ordering::Relaxed) {
         if conn.is_none() {
             match rusqlite::Connection::open(&path) {
@@ -33,19 +45,63 @@ pub fn writer(node: usize, path: std::path::PathBuf, stop: Arc<AtomicBool>) -> V
                 }
             }
         }
-        n += 1;
-        let id = (node as i64) << 40 | n;
+        // Unique across writers and runs of this process (a later writer on the same node
+        // must not collide with rows an earlier one left).
+        let id = (node as i64) << 40 | SEQ.fetch_add(1, Ordering::Relaxed);
         let start = Instant::now();
         let r = conn
             .as_ref()
             .unwrap()
             .execute("INSERT INTO t(id, node) VALUES (?1, ?2)", (id, node as i64));
         let end = Instant::now();
-        ops.push(Op { node, start, end, ok: r.is_ok(), id });
+        let code = match &r {
+            Ok(_) => 0,
+            Err(rusqlite::Error::SqliteFailure(e, _)) => e.extended_code,
+            Err(_) => -1,
+        };
+        ops.push(Op { node, start, end, ok: r.is_ok(), id, code });
         if r.is_err() {
             conn = None; // a read-only or failed connection is reopened
             std::thread::sleep(Duration::from_millis(10));
         }
     }
     ops
+}
+
+/// Starts a [`writer`] on `paths[i]` for every node `i`.
+pub fn start_writers(
+    paths: Vec<std::path::PathBuf>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<Vec<Op>>> {
+    paths
+        .into_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let stop = stop.clone();
+            std::thread::spawn(move || writer(i, path, stop))
+        })
+        .collect()
+}
+
+/// No two writable primaries, from the writers' side: a commit is accepted at some instant
+/// inside its `[start, end]` (the writer only sees the interval), so the terms of the `old`
+/// and the `new` primary are ordered exactly when every successful commit on `old` *started*
+/// before every successful commit on `new` *ended*. Returns (the last start on `old`, the
+/// first end on `new`); panics naming both when they overlap, or when either node has no
+/// successful commit at all.
+pub fn assert_terms_ordered(ops: &[Op], old: usize, new: usize) -> (Instant, Instant) {
+    let ok = |n: usize| ops.iter().filter(move |o| o.ok && o.node == n);
+    let first = ops.iter().map(|o| o.start).min().expect("writes were attempted");
+    let last_old_start = ok(old).map(|o| o.start).max().expect("commits on the old primary");
+    let first_new_end = ok(new).map(|o| o.end).min().unwrap_or_else(|| {
+        panic!("no commit on the new primary n{}: errors {:?}", new + 1, errors(ops, new, first))
+    });
+    assert!(
+        last_old_start < first_new_end,
+        "n{} started a commit {:?} after n{} had committed",
+        old + 1,
+        last_old_start - first_new_end,
+        new + 1,
+    );
+    (last_old_start, first_new_end)
 }

@@ -1,0 +1,172 @@
+//! No two writable primaries across network partitions: three candidates, each in its own
+//! network namespace on a bridged LAN with a real Consul on the host, and a writer on every
+//! node inserting as fast as it can. Packets are dropped silently (`common::lan`):
+//!
+//! 1. the primary is cut off from the other nodes but still reaches Consul: the others stop
+//!    hearing it and depose it (its session destroyed); it must stop writing before the
+//!    successor's first commit although nothing told it over the network it lost;
+//! 2. the (new) primary is cut off from Consul but still reaches the other nodes: it cannot
+//!    renew, so its own fence stops its writes and its role ends before the session could
+//!    expire; another node takes the lease.
+//!
+//! After each, the link heals, the old primary restarts and rejoins as a replica (commits
+//! only it had are set aside, never merged), and every node converges. The property checked
+//! for each pair of terms is `writers::assert_terms_ordered`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::cluster::{Cluster, NodeNet};
+use common::consul::Consul;
+use common::lan::{End, Lan};
+use common::tmp;
+use common::writers::{Op, assert_terms_ordered, start_writers};
+
+const N: usize = 3;
+const PORT: u16 = 20303;
+const DB: &str = "p.db";
+
+fn litefleet(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet")).args(args).output().unwrap();
+    assert!(out.status.success(), "litefleet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One partition: writers on every node, `cut` applied to the primary `p`, a successor
+/// elected, then writes stopped and the link healed. Returns the successor and the ops.
+#[allow(clippy::disallowed_methods)]
+fn partition(c: &Cluster, lan: &Lan, p: usize, what: &str, cut: &[(End, End)]) -> (usize, Vec<Op>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers((0..N).map(|i| c.db(i, DB)).collect(), &stop);
+    std::thread::sleep(Duration::from_secs(1));
+    let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
+    for &(a, b) in cut {
+        lan.cut(a, b);
+    }
+    let t_cut = Instant::now();
+    let next = c.wait_new_primary(&before, Some(p), Duration::from_secs(60));
+    let elected = t_cut.elapsed();
+    // Let both sides keep trying for a while under the partition.
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let ops: Vec<Op> = writers.into_iter().flat_map(|w| w.join().unwrap()).collect();
+    for &(a, b) in cut {
+        lan.heal(a, b);
+    }
+
+    let (last_old_start, first_new_end) = assert_terms_ordered(&ops, p, next);
+    let ok = |n: usize| ops.iter().filter(|o| o.ok && o.node == n).count();
+    let third = (0..N).find(|&i| i != p && i != next).unwrap();
+    assert_eq!(ok(third), 0, "n{} never was primary", third + 1);
+    // The old primary kept trying, and was refused, after its successor took over.
+    let refused_after =
+        ops.iter().filter(|o| o.node == p && o.start > first_new_end && !o.ok).count();
+    assert!(refused_after > 0, "the old primary's writer kept trying");
+    let last_old = last_old_start.saturating_duration_since(t_cut);
+    eprintln!(
+        "{what}: n{} cut off; n{} elected {elected:?} later, its first commit ended {:?} \
+         after the cut; the old primary's last commit started {last_old:?} after the cut \
+         and it refused {refused_after} attempts after the successor's first commit; \
+         commits: {} on the old primary, {} on the new one",
+        p + 1,
+        next + 1,
+        first_new_end.saturating_duration_since(t_cut),
+        ok(p),
+        ok(next),
+    );
+    (next, ops)
+}
+
+/// Restarts the old primary `old`; it rejoins `primary` and reaches its position. Returns
+/// how many of `ops`' acknowledged commits `primary` lacks (async replication: the old
+/// primary's commits after the cut are set aside when it rejoins).
+fn rejoin(c: &mut Cluster, old: usize, primary: usize, ops: &[Op]) -> usize {
+    c.kill_node(old);
+    c.start_node(old);
+    c.wait_all_at(primary, DB, Duration::from_secs(60));
+    assert_eq!(c.sql_ok(old, DB, "PRAGMA integrity_check;").trim(), "ok");
+    let have: std::collections::HashSet<i64> = c
+        .sql_ok(primary, DB, "SELECT id FROM t;")
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    let missing =
+        |n: usize| ops.iter().filter(|o| o.ok && o.node == n && !have.contains(&o.id)).count();
+    assert_eq!(missing(primary), 0, "the new primary lost its own commits");
+    let lost = missing(old);
+    let aside = c.nodes[old].data.join("diverged");
+    if lost > 0 {
+        assert!(aside.exists(), "n{}'s {lost} unreplicated commits were set aside", old + 1);
+    }
+    lost
+}
+
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn partitions_never_give_two_writable_primaries() {
+    let root = tmp("partition");
+    let net = 10 + (std::process::id() % 200) as u8;
+    let tag = format!("lq{}", std::process::id() % 100_000);
+    let lan = Lan::new(N, &tag, net);
+    let host = lan.addr(End::Host);
+    let consul = Consul::start_on(root.join("consul"), &[&host]);
+
+    let certs = root.join("certs");
+    let certs_s = certs.to_str().unwrap();
+    litefleet(&["certs", "ca", "--out", certs_s]);
+    for i in 0..N {
+        let (name, addr) = (format!("n{}", i + 1), lan.addr(End::Node(i)));
+        litefleet(&[
+            "certs", "issue", "--ca-dir", certs_s, "--out", certs_s, "--name", &name, "--san",
+            &addr,
+        ]);
+    }
+    let nets = (0..N)
+        .map(|i| NodeNet {
+            netns: Some(lan.names[i].clone()),
+            listen: format!("0.0.0.0:{PORT}"),
+            primary_url: String::new(),
+            data_extra: String::new(),
+            lease: Some(format!(
+                "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
+                 advertise-url: \"http://{addr}:{PORT}\"\n  consul:\n    \
+                 url: \"http://{host}:{http}\"\n    key: \"litefleet/partition\"\n    \
+                 ttl: 10s\n    lock-delay: 1s\n",
+                n = i + 1,
+                addr = lan.addr(End::Node(i)),
+                http = consul.http,
+            )),
+        })
+        .collect();
+    let mut c = Cluster::start_custom(&root, nets, &certs);
+    let p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
+    c.writers_table(p, DB);
+
+    // 1. The primary loses its peers, not Consul.
+    let peers: Vec<(End, End)> =
+        (0..N).filter(|&i| i != p).map(|i| (End::Node(p), End::Node(i))).collect();
+    let (q, ops) = partition(&c, &lan, p, "cut from its peers", &peers);
+    let lost1 = rejoin(&mut c, p, q, &ops);
+
+    // 2. The new primary loses Consul, not its peers.
+    let (r, ops) = partition(&c, &lan, q, "cut from Consul", &[(End::Node(q), End::Host)]);
+    let lost2 = rejoin(&mut c, q, r, &ops);
+
+    eprintln!(
+        "acknowledged commits of the old primary set aside, not on its successor (async \
+         mode): {lost1} after the peer cut, {lost2} after the Consul cut"
+    );
+    // Every node serves the same database.
+    c.sql_ok(r, DB, "PRAGMA wal_checkpoint(TRUNCATE);");
+    c.wait_all_at(r, DB, Duration::from_secs(60));
+    let image = std::fs::read(c.nodes[r].data.join("dbs").join(DB).join("database")).unwrap();
+    for i in (0..N).filter(|&i| i != r) {
+        assert!(c.replica_image(i, DB) == image, "n{} differs", i + 1);
+    }
+    drop(c);
+    drop(consul);
+    drop(lan);
+}
