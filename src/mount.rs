@@ -58,6 +58,55 @@ fn unescape(s: &str) -> String {
     out
 }
 
+/// The FUSE connection number (the device minor in `/sys/fs/fuse/connections/`) of the
+/// FUSE mount at `path`, read from `/proc/self/mountinfo`: nothing is asked of the mount
+/// itself, which may be wedged.
+fn fuse_connection(path: &Path) -> Option<u32> {
+    let info = fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let want = path.to_str()?;
+    info.lines().rev().find_map(|l| {
+        let f: Vec<&str> = l.split(' ').collect();
+        let fstype = f.iter().skip_while(|x| **x != "-").nth(1)?;
+        if f.get(4).map(|m| unescape(m)) != Some(want.to_owned()) || !fstype.starts_with("fuse") {
+            return None;
+        }
+        f.get(2)?.split_once(':')?.1.parse().ok()
+    })
+}
+
+/// Aborts the FUSE connection of a *stale* mount at `path` (its daemon is dead or dying).
+///
+/// Hazard this exists for: a daemon killed with SIGKILL while it held a file of its own mount
+/// with dirty pages (the replica applier's SQLite maps `-shm` through the mount) flushes them
+/// on exit, to itself, and waits forever in state D; it never finishes exiting until the
+/// connection is aborted. Returns whether a connection was aborted. Needs the `fusectl`
+/// filesystem, mounted here when it is not.
+pub fn abort_connection(path: &Path) -> io::Result<bool> {
+    let Some(n) = fuse_connection(path) else { return Ok(false) };
+    let dir = Path::new("/sys/fs/fuse/connections");
+    if !dir.join(n.to_string()).exists() {
+        let (src, target, kind) = (c"fusectl", c"/sys/fs/fuse/connections", c"fusectl");
+        // SAFETY: NUL-terminated constant strings; no data argument.
+        let rc = unsafe {
+            libc::mount(src.as_ptr(), target.as_ptr(), kind.as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    fs::write(dir.join(n.to_string()).join("abort"), "1")?;
+    Ok(true)
+}
+
+/// Clears a mount left by a dead daemon: aborts its FUSE connection (failing every request
+/// still waiting on it, which frees a daemon stuck exiting), then detaches it.
+pub fn clear_stale(path: &Path) -> io::Result<()> {
+    if let Err(e) = abort_connection(path) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot abort the stale FUSE connection");
+    }
+    force_unmount(path)
+}
+
 /// Detaches whatever is mounted at `path` (lazy unmount).
 pub fn force_unmount(path: &Path) -> io::Result<()> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
@@ -78,7 +127,7 @@ impl Mounted {
         let mp = |source| MountError::MountPoint { path: path.to_owned(), source };
         if is_mounted(path) {
             tracing::warn!(path = %path.display(), "clearing a stale mount");
-            force_unmount(path).map_err(mp)?;
+            clear_stale(path).map_err(mp)?;
         }
         fs::create_dir_all(path).map_err(mp)?;
         let notifier = Arc::new(OnceLock::new());

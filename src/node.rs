@@ -119,7 +119,7 @@ impl NodeCtx {
 
     /// Whether this node holds the primary role, fenced or not. Unlike [`NodeCtx::writable`]
     /// this does not turn false while a lease renewal is late: it turns false when the role
-    /// is lost, and a node that lost it stays read-only until it restarts.
+    /// is lost (the node then demotes itself: `Db::demote`).
     pub fn is_primary(&self) -> bool {
         self.writable.load(Ordering::Acquire)
     }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::cluster::Cluster;
 use common::consul::Consul;
 use common::tmp;
-use common::writers::{Op, writer};
+use common::writers::{Op, start_writers};
 
 const N: usize = 3;
 
@@ -56,12 +56,7 @@ fn promote_under_load_and_a_rolling_restart() {
     let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
     c.writers_table(p, "h.db");
     let stop = Arc::new(AtomicBool::new(false));
-    let writers: Vec<_> = (0..N)
-        .map(|i| {
-            let (path, stop) = (c.db(i, "h.db"), stop.clone());
-            std::thread::spawn(move || writer(i, path, stop))
-        })
-        .collect();
+    let writers = start_writers((0..N).map(|i| c.db(i, "h.db")).collect(), &stop);
     std::thread::sleep(Duration::from_millis(500));
 
     // Handoff under load: every node in turn is promoted while the writers run.

@@ -9,8 +9,9 @@
 //!    renew, so its own fence stops its writes and its role ends before the session could
 //!    expire; another node takes the lease.
 //!
-//! After each, the link heals, the old primary restarts and rejoins as a replica (commits
-//! only it had are set aside, never merged), and every node converges. The property checked
+//! After each, the link heals and the old primary, still running, demotes itself and rejoins
+//! as a replica (commits only it had are set aside, never merged; a connection it had open
+//! all along then reads the new primary's rows), and every node converges. The property checked
 //! for each pair of terms is `writers::assert_terms_ordered`.
 
 mod common;
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, NodeNet};
+use common::cluster::{Cluster, NodeNet, wait_for};
 use common::consul::Consul;
 use common::lan::{End, Lan};
 use common::tmp;
@@ -80,14 +81,29 @@ fn partition(c: &Cluster, lan: &Lan, p: usize, what: &str, cut: &[(End, End)]) -
     (next, ops)
 }
 
-/// Restarts the old primary `old`; it rejoins `primary` and reaches its position. Returns
-/// how many of `ops`' acknowledged commits `primary` lacks (async replication: the old
-/// primary's commits after the cut are set aside when it rejoins).
-fn rejoin(c: &mut Cluster, old: usize, primary: usize, ops: &[Op]) -> usize {
-    c.kill_node(old);
-    c.start_node(old);
+/// The old primary `old`, still running, demotes itself once it learns of its successor
+/// and follows `primary` (no restart): it reaches `primary`'s position. `reader`, a
+/// connection opened on `old` before the partition and kept open across the demotion, then
+/// reads exactly what `primary` has. Returns how many of `ops`' acknowledged commits
+/// `primary` lacks (async replication: the old primary's commits after the cut are set
+/// aside when it rejoins).
+fn rejoin(
+    c: &Cluster,
+    old: usize,
+    primary: usize,
+    ops: &[Op],
+    demoted_before: usize,
+    reader: &rusqlite::Connection,
+) -> usize {
+    wait_for("the old primary to demote itself", Duration::from_secs(60), || {
+        c.log(old).matches(DEMOTED).count() > demoted_before
+    });
     c.wait_all_at(primary, DB, Duration::from_secs(60));
     assert_eq!(c.sql_ok(old, DB, "PRAGMA integrity_check;").trim(), "ok");
+    let count = |s: String| s.trim().parse::<i64>().unwrap();
+    let want = count(c.sql_ok(primary, DB, "SELECT count(*) FROM t;"));
+    let seen: i64 = reader.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(seen, want, "a connection open across the demotion reads the new primary's rows");
     let have: std::collections::HashSet<i64> = c
         .sql_ok(primary, DB, "SELECT id FROM t;")
         .lines()
@@ -102,6 +118,16 @@ fn rejoin(c: &mut Cluster, old: usize, primary: usize, ops: &[Op]) -> usize {
         assert!(aside.exists(), "n{}'s {lost} unreplicated commits were set aside", old + 1);
     }
     lost
+}
+
+const DEMOTED: &str = "demoted: this node was the primary";
+
+/// A read connection on node `i`, its wal-index mapped by a first read.
+fn reader(c: &Cluster, i: usize) -> rusqlite::Connection {
+    let r = rusqlite::Connection::open(c.db(i, DB)).unwrap();
+    r.busy_timeout(Duration::from_secs(30)).unwrap();
+    let _: i64 = r.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    r
 }
 
 #[test]
@@ -141,19 +167,21 @@ fn partitions_never_give_two_writable_primaries() {
             )),
         })
         .collect();
-    let mut c = Cluster::start_custom(&root, nets, &certs);
+    let c = Cluster::start_custom(&root, nets, &certs);
     let p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
     c.writers_table(p, DB);
 
     // 1. The primary loses its peers, not Consul.
     let peers: Vec<(End, End)> =
         (0..N).filter(|&i| i != p).map(|i| (End::Node(p), End::Node(i))).collect();
+    let (rd, demoted) = (reader(&c, p), c.log(p).matches(DEMOTED).count());
     let (q, ops) = partition(&c, &lan, p, "cut from its peers", &peers);
-    let lost1 = rejoin(&mut c, p, q, &ops);
+    let lost1 = rejoin(&c, p, q, &ops, demoted, &rd);
 
     // 2. The new primary loses Consul, not its peers.
+    let (rd, demoted) = (reader(&c, q), c.log(q).matches(DEMOTED).count());
     let (r, ops) = partition(&c, &lan, q, "cut from Consul", &[(End::Node(q), End::Host)]);
-    let lost2 = rejoin(&mut c, q, r, &ops);
+    let lost2 = rejoin(&c, q, r, &ops, demoted, &rd);
 
     eprintln!(
         "acknowledged commits of the old primary set aside, not on its successor (async \

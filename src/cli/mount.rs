@@ -49,7 +49,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.skip_unmount && litefleet::mount::is_mounted(&config.fuse.dir) {
         tracing::warn!(path = %config.fuse.dir.display(), "unmounting a stale mount");
-        litefleet::mount::force_unmount(&config.fuse.dir)?;
+        litefleet::mount::clear_stale(&config.fuse.dir)?;
     }
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");

@@ -457,15 +457,20 @@ impl Db {
         data: &[u8],
         offset: u64,
     ) -> Result<(usize, SyncPoint), DbError> {
-        if kind != FileKind::Shm {
-            self.check_health()?;
+        if kind == FileKind::Shm {
+            // Shared memory, no commit in it: never behind the commit lock. Hazard avoided:
+            // the replica applier writes the wal-index header through the mount, and a
+            // thread holding the commit lock may be waiting for that very apply (shutdown's
+            // final sync does).
+            let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
+            f.write_all_at(data, offset)?;
+            return Ok((data.len(), SyncPoint(None)));
         }
+        self.check_health()?;
         let mut inner = self.lock();
         // Under the lock: a handoff that paused writes and then took this lock
         // ([`Db::quiesce`]) has seen every write that passed this check.
-        if kind != FileKind::Shm {
-            self.check_writable()?;
-        }
+        self.check_writable()?;
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         match kind {
             FileKind::Database => {
@@ -519,6 +524,7 @@ impl Db {
                     return Ok((data.len(), self.sync_point(done)?));
                 }
             }
+            // Answered above, without the lock.
             FileKind::Shm => f.write_all_at(data, offset)?,
         }
         Ok((data.len(), SyncPoint(None)))
@@ -526,10 +532,14 @@ impl Db {
 
     /// Sets the backing file's length (a rollback-journal commit in TRUNCATE mode).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<SyncPoint, DbError> {
-        let mut inner = self.lock();
-        if kind != FileKind::Shm {
-            self.check_writable()?;
+        if kind == FileKind::Shm {
+            // As in [`Db::write`]: never behind the commit lock.
+            let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
+            f.set_len(size)?;
+            return Ok(SyncPoint(None));
         }
+        let mut inner = self.lock();
+        self.check_writable()?;
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         if kind == FileKind::Wal && inner.log_dirty {
             self.barrier(true)?;
@@ -650,6 +660,16 @@ impl Db {
     /// synced before the WAL is truncated, and until then recovery still reads file + WAL.
     fn fold_wal(&self) -> Result<(), DbError> {
         let mut inner = self.lock();
+        self.fold_into_file(&mut inner)?;
+        if let Some(shm) = self.file(FileKind::Shm) {
+            shm.set_len(0)?;
+        }
+        Ok(())
+    }
+
+    /// Copies every committed WAL page into the database file (synced), then empties the
+    /// WAL and forgets it. Nothing else: the wal-index is the caller's.
+    fn fold_into_file(&self, inner: &mut Inner) -> Result<(), DbError> {
         let (Some(db), Some(wal)) = (self.file(FileKind::Database), self.file(FileKind::Wal))
         else {
             return Ok(());
@@ -668,11 +688,46 @@ impl Db {
             tracing::info!(db = %self.name, pages = n, "replica: WAL folded into the database file");
         }
         wal.set_len(0)?;
-        if let Some(shm) = self.file(FileKind::Shm) {
-            shm.set_len(0)?;
-        }
         inner.wal = WalTracker::new();
         Ok(())
+    }
+
+    /// Live demotion (primary → replica without a restart): once writes are refused and
+    /// every accepted commit is in the LTX log, the database is brought to a replica's
+    /// steady state so replicated files can be applied: in WAL mode the committed frames
+    /// are folded into the file under SQLite's locks (readers wait; see
+    /// `replica::demote_locked`). The logical content, and so the position, is unchanged;
+    /// frames of a transaction that never committed are dropped, as SQLite would.
+    ///
+    /// Refused (the node must restart to follow) for a rollback-journal database with a
+    /// journal present: a transaction was cut off by the demotion, and only startup
+    /// recovery may roll it back. Blocking.
+    pub fn demote(&self) -> Result<(), DbError> {
+        self.quiesce()?;
+        let mode = self.lock().mode;
+        if self.file(FileKind::Database).is_none() {
+            return Ok(());
+        }
+        if mode != JournalMode::Wal {
+            if self.size(FileKind::Journal).unwrap_or(0) > 0 {
+                return Err(DbError::Io(io::Error::other(
+                    "a rollback journal is present: restart to recover it",
+                )));
+            }
+            return Ok(());
+        }
+        let mut ctx = replica::ApplyCtx {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            files: self.files.clone(),
+            node: self.node.clone(),
+            lock_fds: None,
+        };
+        replica::demote_locked(&mut ctx, || {
+            let mut inner = self.lock();
+            self.fold_into_file(&mut inner)?;
+            Ok(inner.page_count)
+        })
     }
 
     /// Promotion (replica → primary): the FUSE side's view of the database is rebuilt from

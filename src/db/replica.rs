@@ -197,23 +197,7 @@ pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, Db
     let result = (|| -> Result<(), DbError> {
         let mut guard = None;
         if let (Some(m), Some(mode)) = (&mount, mode) {
-            // A `-shm` replaced between opening and locking is retried (see `shm_current`).
-            for attempt in 0.. {
-                ctx.open_lock_fds(m, mode)?;
-                fds = ctx.lock_fds.take();
-                let Some((db, shm)) = &fds else { break };
-                let g = Guard::take(db, shm.as_ref(), mode)?;
-                if mode == JournalMode::Rollback || shm_current(m, &ctx.name, shm.as_ref()) {
-                    guard = Some(g);
-                    break;
-                }
-                drop(g);
-                fds = None;
-                if attempt >= 3 {
-                    return Err(DbError::Io(io::Error::other("-shm keeps being replaced")));
-                }
-                tracing::debug!(db = %ctx.name, "-shm replaced while locking; again");
-            }
+            (guard, fds) = lock_readers_out(ctx, m, mode)?;
         }
         if inc.commit == 0 {
             for kind in FileKind::ALL {
@@ -255,6 +239,66 @@ pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, Db
     log.adopt(&inc);
     Ok(inc.pos)
 }
+/// The lock descriptors of [`ApplyCtx::lock_fds`], taken out while their locks are held.
+type LockFds = Option<(File, Option<File>)>;
+
+/// Takes SQLite's locks through the mount as described in the module docs (readers wait);
+/// the descriptors are returned with the guard and go back into `ctx` after a success. A
+/// `-shm` replaced between opening and locking is retried (see `shm_current`).
+fn lock_readers_out(
+    ctx: &mut ApplyCtx,
+    mount: &Path,
+    mode: JournalMode,
+) -> Result<(Option<Guard>, LockFds), DbError> {
+    for attempt in 0.. {
+        ctx.open_lock_fds(mount, mode)?;
+        let fds = ctx.lock_fds.take();
+        let Some((db, shm)) = &fds else { return Ok((None, None)) };
+        let g = Guard::take(db, shm.as_ref(), mode)?;
+        if mode == JournalMode::Rollback || shm_current(mount, &ctx.name, shm.as_ref()) {
+            return Ok((Some(g), fds));
+        }
+        drop(g);
+        if attempt >= 3 {
+            break;
+        }
+        tracing::debug!(db = %ctx.name, "-shm replaced while locking; again");
+    }
+    Err(DbError::Io(io::Error::other("-shm keeps being replaced")))
+}
+
+/// Live demotion of a WAL database (see `Db::demote`): with SQLite's locks held as for an
+/// apply (no read transaction open, none starting), runs `fold`, which moves the committed
+/// WAL frames into the database file, empties the WAL and returns the page count; then
+/// restarts the wal-index as SQLite's own checkpoint restart does (no frames, nothing
+/// backfilled, read marks reset) and rewrites its header valid with the change counter
+/// bumped, so every reader drops its cache and reads the file. From then on the database
+/// is in a replica's steady state (`mxFrame` 0) and replicated files can be applied.
+///
+/// Hazard: `fold` must not call into the mount (the locks are held through it, and the
+/// FUSE side may need what `fold` holds).
+pub fn demote_locked(
+    ctx: &mut ApplyCtx,
+    fold: impl FnOnce() -> Result<u32, DbError>,
+) -> Result<(), DbError> {
+    let mount = ctx.node.mount_dir();
+    let (guard, fds) = match &mount {
+        Some(m) => lock_readers_out(ctx, m, JournalMode::Wal)?,
+        None => (None, None),
+    };
+    let commit = fold()?;
+    if let Some(g) = &guard {
+        g.restart_wal_index()?;
+        g.finish(commit)?;
+    }
+    if let Some(k) = ctx.node.kernel() {
+        k.db_changed(&ctx.name, None);
+    }
+    drop(guard);
+    ctx.lock_fds = fds;
+    Ok(())
+}
+
 /// Drops what the kernel cached of the pages `inc` changed (everything for a snapshot or
 /// a deletion), and the file's attributes.
 fn invalidate_kernel(ctx: &ApplyCtx, inc: &Incoming) {
@@ -359,6 +403,21 @@ impl Guard {
         lock_wait(shm, SHM_READ0, SHM_READ_N, "WAL READ")?;
         Ok(g)
     }
+    /// The wal-index's checkpoint information as SQLite's `walRestartHdr` leaves it: nothing
+    /// backfilled, read mark 0 and 1 at frame 0, the others unused (native byte order,
+    /// little-endian here). Only with every lock held (see [`Guard::take`]).
+    fn restart_wal_index(&self) -> io::Result<()> {
+        let Some(shm) = &self.shm else { return Ok(()) };
+        let mut info = [0u8; 40];
+        // nBackfill (96), aReadMark[0..5] (100..120), aLock (120..128), nBackfillAttempted
+        // (128), notUsed0 (132).
+        for i in 2..5 {
+            info[4 + 4 * i..8 + 4 * i].copy_from_slice(&0xffff_ffffu32.to_le_bytes());
+        }
+        shm.write_all_at(&info[..24], 96)?;
+        shm.write_all_at(&info[32..40], 128)
+    }
+
     /// Rewrites the wal-index header valid: change counter + 1, no WAL frames, `commit`
     /// pages. The header is in the host's byte order (little-endian here) and so is its
     /// checksum, whatever the WAL's own checksum order.

@@ -42,6 +42,14 @@ use crate::store::Store;
 /// replicated transaction) invalidate explicitly through the [`Notifier`]. Caching saves a
 /// round trip on every `stat` and hot-journal check SQLite makes per transaction.
 const TTL: Duration = Duration::from_secs(10);
+
+/// On every open: the kernel's close skips `write_inode_now`, which otherwise waits for the
+/// writeback of pages other processes dirtied through shared mappings (SQLite maps `-shm`).
+/// Hazard it removes: a node killed with -9 whose own descriptors on its mount (the replica
+/// applier's lock descriptors) are closed at exit while such a writeback is queued to it
+/// waits for itself in state D forever. Nothing is lost: FLUSH is not implemented (writes
+/// are synchronous), and `-shm` contents only matter while mapped.
+const NOFLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 /// A write to `.promote` waits at most this long for the lease.
 pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -560,13 +568,13 @@ impl Filesystem for Fs {
         match self.node(ino) {
             // `-pos` takes writes: positions to wait for.
             Some(Node::Pos(_) | Node::Promote) => {
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO | NOFLUSH)
             }
             Some(Node::Primary | Node::Lag) => {
                 if flags.acc_mode() != fuser::OpenAccMode::O_RDONLY {
                     return reply.error(Errno::EACCES);
                 }
-                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO | NOFLUSH)
             }
             // A replica: SQLite, refused write access to the database or WAL, opens it
             // read-only and reports writes as "attempt to write a readonly database". The
@@ -581,7 +589,7 @@ impl Filesystem for Fs {
             }
             Some(Node::File(id, kind)) => match self.db(id) {
                 Ok(db) if db.file(kind).is_some() => {
-                    reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE)
+                    reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH)
                 }
                 _ => reply.error(Errno::ENOENT),
             },
@@ -673,7 +681,8 @@ impl Filesystem for Fs {
         // trip per close, and — the reason it matters — a node killed with -9 while it
         // holds descriptors on its own mount (the replica applier's lock descriptors) would
         // otherwise hang forever in exit: the kernel closes those descriptors with a
-        // non-interruptible FLUSH that only the dying process could answer.
+        // non-interruptible FLUSH that only the dying process could answer. `NOFLUSH` on
+        // every open covers the rest of that hazard (see there).
         reply.error(Errno::ENOSYS);
     }
 
@@ -801,7 +810,7 @@ impl Filesystem for Fs {
                 &attr,
                 Generation(0),
                 FileHandle(0),
-                FopenFlags::FOPEN_KEEP_CACHE,
+                FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH,
             ),
             Err(e) => reply.error(e),
         }

@@ -295,7 +295,7 @@ pub struct Drained {
     pub behind: Vec<String>,
 }
 
-/// Graceful shutdown of the primary (`protocol.md` §12.4): writes stop, the final
+/// Graceful shutdown of the primary (`protocol.md` §12.1): writes stop, the final
 /// positions are flushed, and the node waits (at most `within`) until every connected
 /// replica that could take over acknowledged them, so that whichever candidate takes the
 /// released lease has every commit this node accepted. Writes stay stopped. A no-op on a

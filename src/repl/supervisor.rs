@@ -87,8 +87,8 @@ pub struct SupState {
     /// A follower ran since this node was last primary: replicated files were applied
     /// behind the FUSE side's back, which must take the databases over on promotion.
     needs_take_over: bool,
-    /// This node was the primary since it started: its WAL may hold frames, so it cannot
-    /// apply replicated files until it restarts (startup folds the WAL).
+    /// This node was the primary and has not been demoted since: its WAL may hold frames,
+    /// so it cannot apply replicated files until `Db::demote` (or a restart) folds them.
     was_primary: bool,
 }
 
@@ -182,10 +182,26 @@ impl SupState {
     }
 
     async fn start_follower(&mut self, myself: &ActorRef<SupMsg>) {
-        let LeaseView::Replica { holder: Some(holder) } = &self.view else { return };
-        if self.follower.is_some() || self.was_primary {
+        if self.follower.is_some() || !matches!(self.view, LeaseView::Replica { holder: Some(_) }) {
             return;
         }
+        if self.was_primary {
+            // Demoted while running: writes are refused already. Following needs every
+            // database in a replica's state (`Db::demote`).
+            match self.demote().await {
+                Ok(()) => {
+                    self.was_primary = false;
+                    tracing::info!("demoted: this node was the primary; it follows now");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot demote this former primary yet; read-only, \
+                        retrying (a restart also rejoins it as a replica)");
+                    self.retry_follower(myself);
+                    return;
+                }
+            }
+        }
+        let LeaseView::Replica { holder: Some(holder) } = &self.view else { return };
         let url = self.args.primary_override.clone().unwrap_or(holder.advertise_url.clone());
         let target = url_host_port(&url)
             .ok_or_else(|| ReplError::Protocol(format!("bad primary address {url:?}")))
@@ -290,6 +306,23 @@ impl SupState {
         self.arm_check(myself);
     }
 
+    /// Brings every database from the primary's state to a replica's (`Db::demote`), off
+    /// the actor's thread: it waits for readers.
+    async fn demote(&mut self) -> Result<(), String> {
+        let node = self.args.store.node().clone();
+        let dbs = self.args.store.list();
+        let r = tokio::task::spawn_blocking(move || {
+            dbs.iter().try_for_each(|d| d.demote().map_err(|e| format!("{}: {e}", d.name())))
+        })
+        .await
+        .map_err(|e| format!("demotion task: {e}"))?;
+        if r.is_ok() {
+            // Writes stay refused (not writable); the pause of a handoff is over.
+            node.pause_writes(false);
+        }
+        r
+    }
+
     fn retry_follower(&mut self, myself: &ActorRef<SupMsg>) {
         myself.send_after(self.backoff, || SupMsg::Restart(Child::Follower));
         self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
@@ -330,6 +363,8 @@ impl SupState {
                 if self.listener.is_none() {
                     self.start_listener(myself, epoch).await;
                 }
+                // A handoff of an earlier term left writes paused.
+                self.args.store.node().pause_writes(false);
                 self.args.store.node().set_writable(true);
                 tracing::info!(%epoch, "this node is the primary");
             }
@@ -339,13 +374,6 @@ impl SupState {
                 self.stop_follower().await;
                 self.backoff = BACKOFF_MIN;
                 match holder {
-                    Some(h) if self.was_primary => {
-                        // Demoted while running: writes stopped above; following needs the
-                        // WAL folded into the file, which startup does (see `Db::open`).
-                        tracing::error!(primary = %h.hostname,
-                            "this node lost the lease while primary: read-only; restart it to \
-                             rejoin as a replica");
-                    }
                     Some(h) => {
                         tracing::info!(primary = %h.hostname, url = %h.advertise_url,
                             "following");
