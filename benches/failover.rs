@@ -54,7 +54,17 @@ fn promote(c: &Cluster, i: usize) {
 
 /// The last `paused_ms=<n>` node `i` logged.
 fn paused_ms(c: &Cluster, i: usize) -> Duration {
-    let log = c.log(i);
+    // The log is coloured: drop the escape sequences (`ESC [ … m`) first.
+    let mut log = String::new();
+    let mut esc = false;
+    for ch in c.log(i).chars() {
+        match (esc, ch) {
+            (false, '\x1b') => esc = true,
+            (true, 'm') => esc = false,
+            (true, _) => {}
+            (false, ch) => log.push(ch),
+        }
+    }
     let at = log.rfind("paused_ms=").expect("a handoff was logged");
     let n: String = log[at + 10..].chars().take_while(char::is_ascii_digit).collect();
     Duration::from_millis(n.parse().unwrap())
