@@ -223,3 +223,53 @@ fn kill_loop_with_writers_running() {
     drop(c);
     drop(consul);
 }
+
+/// The election prefers the most up-to-date candidate (`protocol.md` §10.4). One replica
+/// (`behind`) is killed while the primary commits and the other replica keeps up; then the
+/// primary is killed and the lagging replica restarted at once. Both race for the lease
+/// once the old primary is deposed, but the up-to-date one must win, every round, and no
+/// commit is lost. (Without the preference either could win: the lease alone cannot tell
+/// them apart, and the commits only the primary and the up-to-date replica had would be
+/// set aside.)
+#[test]
+#[allow(clippy::disallowed_methods)]
+fn the_most_up_to_date_candidate_wins() {
+    let root = tmp("failover-elect");
+    let consul = Consul::start(root.join("consul"));
+    let mut c = Cluster::start_consul(&root, N, &consul.url(), "litefleet/failover-elect", "");
+    let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
+    c.writers_table(p, "e.db");
+    let mut rows = 0;
+    for round in 0..3 {
+        let (behind, ahead) = ((p + 1) % N, (p + 2) % N);
+        c.kill_node(behind);
+        for _ in 0..5 {
+            c.sql_ok(p, "e.db", "INSERT INTO t(node) VALUES (1);");
+            rows += 1;
+        }
+        let want = c.pos(p, "e.db").unwrap();
+        wait_for("the other replica to catch up", Duration::from_secs(10), || {
+            c.pos(ahead, "e.db") == Some(want)
+        });
+        let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
+        c.kill_node(p);
+        c.start_node(behind);
+        let next = c.wait_new_primary(&before, Some(p), Duration::from_secs(30));
+        assert_eq!(
+            next,
+            ahead,
+            "round {round}: n{} (behind) won the lease over n{} (up to date)",
+            behind + 1,
+            ahead + 1
+        );
+        c.start_node(p);
+        c.wait_all_at(next, "e.db", Duration::from_secs(60));
+        let held_back = c.log(behind).contains("a more up-to-date candidate exists");
+        eprintln!("round {round}: n{} won; n{} held back: {held_back}", next + 1, behind + 1);
+        p = next;
+    }
+    let n = c.sql_ok(p, "e.db", "SELECT count(*) FROM t;");
+    assert_eq!(n.trim(), rows.to_string(), "a commit was lost");
+    drop(c);
+    drop(consul);
+}

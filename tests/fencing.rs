@@ -20,23 +20,6 @@ use common::writers::{Op, assert_terms_ordered, start_writers};
 
 const N: usize = 3;
 
-/// Whether every thread of node `i` is stopped (state `T` in `/proc/<pid>/task/*/stat`).
-fn stopped(c: &Cluster, i: usize) -> bool {
-    let pid = c.nodes[i].child.as_ref().unwrap().id();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
-    tasks.flatten().all(|t| {
-        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
-        // The state follows the parenthesised command name.
-        stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
-    })
-}
-
-fn signal(c: &Cluster, i: usize, sig: i32) {
-    let pid = c.nodes[i].child.as_ref().unwrap().id() as i32;
-    // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
-}
-
 #[test]
 #[allow(clippy::disallowed_methods)]
 fn a_paused_primary_never_writes_alongside_its_successor() {
@@ -52,15 +35,15 @@ fn a_paused_primary_never_writes_alongside_its_successor() {
 
     // Freeze the primary with writes in flight.
     let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
-    signal(&c, p, libc::SIGSTOP);
+    c.signal(p, libc::SIGSTOP);
     // SIGSTOP is delivered asynchronously: the freeze starts when every thread is stopped
     // (a write may still be accepted between kill(2) and that).
-    wait_for("the primary to stop", Duration::from_secs(5), || stopped(&c, p));
+    wait_for("the primary to stop", Duration::from_secs(5), || c.stopped(p));
     let frozen = Instant::now();
     let next = c.wait_new_primary(&before, Some(p), Duration::from_secs(40));
     let elected = frozen.elapsed();
     std::thread::sleep(Duration::from_secs(2));
-    signal(&c, p, libc::SIGCONT);
+    c.signal(p, libc::SIGCONT);
     let thawed = Instant::now();
     // The thawed node learns its lease is gone (renew: 404) and stays read-only.
     wait_for("the old primary to learn it lost the lease", Duration::from_secs(20), || {

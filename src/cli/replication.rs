@@ -14,7 +14,7 @@ use litefleet::config::Config;
 use litefleet::core::lease::Holder;
 use litefleet::core::types::NodeId;
 use litefleet::core::wire::Role;
-use litefleet::lease::consul::ConsulLease;
+use litefleet::lease::consul::{ConsulLease, PositionsFn};
 use litefleet::lease::{LeaseBackend, STATIC_EPOCH, StaticLease};
 use litefleet::repl::Identity;
 use litefleet::repl::supervisor::{ReplSupervisor, SupArgs, SupMsg, resolve, url_host_port};
@@ -78,7 +78,17 @@ pub fn start(
                 None => format!("http://{}:{}", id.hostname, listen.port()),
             };
             let me = Holder { hostname: id.hostname.clone(), advertise_url: url };
-            Arc::new(ConsulLease::new(&c.url, &c.key, c.ttl, c.lock_delay, c.failover_quorum, me)?)
+            // The election prefers up-to-date candidates: each publishes the epoch of the
+            // primary it followed and its databases' TXIDs before acquiring.
+            let st = store.clone();
+            let positions: PositionsFn = Arc::new(move || {
+                let round = st.node().max_epoch().0;
+                (round, st.list().iter().map(|d| (d.name().to_owned(), d.pos().txid.0)).collect())
+            });
+            Arc::new(
+                ConsulLease::new(&c.url, &c.key, c.ttl, c.lock_delay, c.failover_quorum, me)?
+                    .prefer_up_to_date(positions),
+            )
         }
         _ => {
             if !candidate {

@@ -315,9 +315,96 @@ impl Suspicion {
     }
 }
 
+/// A candidate's databases and their TXIDs, as it publishes them before acquiring the lease
+/// (`protocol.md` §10.4).
+pub type Positions = std::collections::BTreeMap<String, u64>;
+
+/// Whether `other` holds everything `mine` does and more: at least `mine`'s TXID of every
+/// database (a database one side lacks counts as TXID 0), and beyond it in at least one.
+pub fn dominates(other: &Positions, mine: &Positions) -> bool {
+    let get = |p: &Positions, k: &str| p.get(k).copied().unwrap_or(0);
+    let names = || other.keys().chain(mine.keys());
+    names().all(|k| get(other, k) >= get(mine, k)) && names().any(|k| get(other, k) > get(mine, k))
+}
+
+/// Whether the candidate that published `other` = (round, positions) should take the lease
+/// before this one, `mine`. A round is the epoch of the last primary a candidate followed
+/// (0: none since it started). A later round wins whatever the TXIDs: that candidate has
+/// the newer term's history, and TXIDs of an older term may be a deposed primary's
+/// unreplicated tail, which must not win over the newer term's commits. In the same round
+/// every candidate holds a prefix of the same history, so more TXIDs means more of it.
+pub fn preferred(other: (u64, &Positions), mine: (u64, &Positions)) -> bool {
+    other.0 > mine.0 || (other.0 == mine.0 && dominates(other.1, mine.1))
+}
+
+/// The election's preference for up-to-date candidates: a candidate that knows of a
+/// [`preferred`] one holds back from acquiring, for at most
+/// `after_ms` per round counted from the first time it held back, so the better candidate
+/// takes the lease when it can and a dead better candidate delays the election by at most
+/// that much. Only availability depends on it, never safety (the lease decides).
+#[derive(Debug, Clone)]
+pub struct Deference {
+    after_ms: u64,
+    /// (round, when this node first held back in it)
+    since: Option<(u64, u64)>,
+}
+
+impl Deference {
+    pub fn new(after_ms: u64) -> Deference {
+        Deference { after_ms, since: None }
+    }
+
+    /// Whether to hold back from acquiring now in the election after `round`; `better`:
+    /// some candidate is [`preferred`] to this one.
+    pub fn hold_back(&mut self, round: u64, better: bool, now_ms: u64) -> bool {
+        if !better {
+            return false;
+        }
+        let since = match self.since {
+            Some((r, t)) if r == round => t,
+            _ => {
+                self.since = Some((round, now_ms));
+                now_ms
+            }
+        };
+        now_ms.saturating_sub(since) < self.after_ms
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pos(v: &[(&str, u64)]) -> Positions {
+        v.iter().map(|(k, t)| (k.to_string(), *t)).collect()
+    }
+
+    #[test]
+    fn a_candidate_defers_to_a_more_advanced_one_for_a_while() {
+        let mine = pos(&[("a.db", 5), ("b.db", 7)]);
+        assert!(dominates(&pos(&[("a.db", 6), ("b.db", 7)]), &mine));
+        assert!(dominates(&pos(&[("a.db", 5), ("b.db", 7), ("c.db", 1)]), &mine));
+        // Equal, behind somewhere, or lacking a database: no preference.
+        assert!(!dominates(&mine, &mine));
+        assert!(!dominates(&pos(&[("a.db", 9), ("b.db", 6)]), &mine));
+        assert!(!dominates(&pos(&[("a.db", 9)]), &mine));
+        // A later round wins whatever the TXIDs (an older term's may be a divergent tail).
+        let ahead = pos(&[("a.db", 99), ("b.db", 99)]);
+        assert!(preferred((8, &mine), (7, &ahead)));
+        assert!(!preferred((7, &ahead), (8, &mine)));
+        assert!(preferred((7, &ahead), (7, &mine)));
+        // A restarted candidate (round 0) defers to those that followed a primary.
+        assert!(preferred((7, &mine), (0, &ahead)));
+
+        let mut d = Deference::new(2_000);
+        assert!(!d.hold_back(7, false, 0));
+        assert!(d.hold_back(7, true, 100));
+        assert!(d.hold_back(7, true, 2_099));
+        // The better candidate did not take it in time: go ahead.
+        assert!(!d.hold_back(7, true, 2_100));
+        // A new round counts afresh.
+        assert!(d.hold_back(8, true, 5_000));
+    }
 
     const T: Timing = Timing { ttl_ms: 10_000, margin_ms: 1_000, fence_ms: None };
     const R: u64 = ACQUIRE_RETRY_MS;

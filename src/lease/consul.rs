@@ -15,14 +15,14 @@
 //! speaks HTTP. `lease.consul.url` may carry the ACL token as the password of its userinfo
 //! and a key prefix as its path, as in LiteFS.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
 
 use super::{LeaseBackend, LeaseError, LeaseFuture};
-use crate::core::lease::{Holder, Timing};
+use crate::core::lease::{Deference, Holder, Positions, Timing, preferred};
 use crate::core::types::Epoch;
 
 /// How long one blocking query waits before Consul answers unchanged.
@@ -61,6 +61,26 @@ pub struct ConsulLease {
     me: Holder,
     /// Session and the epoch of the term it holds.
     session: Mutex<Option<(String, Option<Epoch>)>>,
+    /// The preference for up-to-date candidates (`protocol.md` §10.4), when enabled.
+    election: Option<Election>,
+}
+
+/// What the election preference reads from the node: the round (the epoch of the last
+/// primary it followed) and the TXID of each of its databases.
+pub type PositionsFn = Arc<dyn Fn() -> (u64, Positions) + Send + Sync>;
+
+struct Election {
+    positions: PositionsFn,
+    deference: Mutex<Deference>,
+    /// Clock base for the deference (the shell owns the clock).
+    base: std::time::Instant,
+}
+
+/// A candidate's published positions, at `<key>-candidates/<hostname>`.
+#[derive(serde::Serialize, Deserialize)]
+struct Record {
+    round: u64,
+    pos: Positions,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +91,8 @@ struct KvEntry {
     session: Option<String>,
     #[serde(rename = "Value", default)]
     value: Option<String>,
+    #[serde(rename = "Key", default)]
+    key: String,
 }
 
 #[derive(Deserialize)]
@@ -121,7 +143,83 @@ impl ConsulLease {
             quorum,
             me,
             session: Mutex::new(None),
+            election: None,
         })
+    }
+
+    /// Prefer up-to-date candidates (`protocol.md` §10.4): before each acquire of a free
+    /// key, publish `positions` and hold back (for at most the lock-delay + 1 s per
+    /// election) while another candidate's published positions are `preferred`.
+    pub fn prefer_up_to_date(mut self, positions: PositionsFn) -> ConsulLease {
+        let after = self.lock_delay + Duration::from_secs(1);
+        self.election = Some(Election {
+            positions,
+            deference: Mutex::new(Deference::new(after.as_millis() as u64)),
+            #[allow(clippy::disallowed_methods)] // the shell owns the clock
+            base: std::time::Instant::now(),
+        });
+        self
+    }
+
+    /// Whether to let a more up-to-date candidate take the free key first (see
+    /// [`ConsulLease::prefer_up_to_date`]).
+    async fn hold_back(&self) -> Result<bool, LeaseError> {
+        let Some(el) = &self.election else { return Ok(false) };
+        // Only for a free key: a held one (ours after a handoff, or another's) is for the
+        // acquire to answer.
+        let (_, entry) = self.read(0, None).await?;
+        if entry.and_then(|e| e.session).is_some_and(|s| !s.is_empty()) {
+            return Ok(false);
+        }
+        let (round, mine) = (el.positions)();
+        let dir = format!("{}-candidates", self.key);
+        let own = format!("{dir}/{}", self.me.hostname);
+        let record = serde_json::to_string(&Record { round, pos: mine.clone() })
+            .map_err(|e| unavailable(format!("{e}")))?;
+        let r = self
+            .req(reqwest::Method::PUT, &format!("/v1/kv/{own}"))
+            .body(record)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !r.status().is_success() {
+            return Err(unavailable(format!("kv put positions: {}", r.status())));
+        }
+        let r = self
+            .req(reqwest::Method::GET, &format!("/v1/kv/{dir}/?recurse"))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let all: Vec<KvEntry> = if r.status().is_success() {
+            serde_json::from_str(&text(r).await).map_err(|e| unavailable(format!("{e}")))?
+        } else {
+            Vec::new()
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let better = all.iter().filter(|e| e.key != own).find_map(|e| {
+            let raw = b64.decode(e.value.as_deref()?).ok()?;
+            let other: Record = serde_json::from_slice(&raw).ok()?;
+            preferred((other.round, &other.pos), (round, &mine))
+                .then(|| e.key.rsplit('/').next().unwrap_or_default().to_owned())
+        });
+        let now_ms = el.base.elapsed().as_millis() as u64;
+        let hold = el.deference.lock().unwrap_or_else(|e| e.into_inner()).hold_back(
+            round,
+            better.is_some(),
+            now_ms,
+        );
+        tracing::debug!(
+            round,
+            ?mine,
+            ?better,
+            others = all.len(),
+            hold,
+            "election: positions compared"
+        );
+        if hold && let Some(b) = &better {
+            tracing::info!(ahead = %b, round, "a more up-to-date candidate exists; letting it take the lease first");
+        }
+        Ok(hold)
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -234,6 +332,9 @@ impl LeaseBackend for ConsulLease {
 
     fn acquire(&self) -> LeaseFuture<'_, Option<Epoch>> {
         Box::pin(async move {
+            if self.hold_back().await? {
+                return Ok(None);
+            }
             let sid = match self.session() {
                 Some((sid, _)) => sid,
                 None => {
@@ -269,6 +370,12 @@ impl LeaseBackend for ConsulLease {
             };
             let epoch = Epoch(e.modify_index);
             self.set_session(Some((sid, Some(epoch))));
+            if self.election.is_some() {
+                // The election is over: the published positions would only delay the next
+                // one (a node restarting after a full outage would hold back for them).
+                let dir = format!("/v1/kv/{}-candidates?recurse", self.key);
+                let _ = self.req(reqwest::Method::DELETE, &dir).send().await;
+            }
             Ok(Some(epoch))
         })
     }

@@ -251,6 +251,25 @@ impl Cluster {
         let _ = litefleet::mount::force_unmount(&self.nodes[i].mnt);
     }
 
+    /// Sends `sig` to node `i`'s process.
+    pub fn signal(&self, i: usize, sig: i32) {
+        let pid = self.nodes[i].child.as_ref().unwrap().id() as i32;
+        // SAFETY: signalling our own child.
+        assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
+    }
+
+    /// Whether every thread of node `i` is stopped (state `T` in `/proc/<pid>/task/*/stat`):
+    /// SIGSTOP is delivered asynchronously.
+    pub fn stopped(&self, i: usize) -> bool {
+        let pid = self.nodes[i].child.as_ref().unwrap().id();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return false };
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        })
+    }
+
     pub fn log(&self, i: usize) -> String {
         std::fs::read_to_string(self.nodes[i].root.join("node.log")).unwrap_or_default()
     }
