@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use cluster::Cluster;
 use consul::Consul;
-use writers::{Op, writer};
+use writers::{Op, start_writers};
 
 const N: usize = 3;
 
@@ -91,13 +91,8 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, 
             Event::Promote => None,
             Event::Kill | Event::Term => Some(p),
         };
-        let ws: Vec<_> = (0..N)
-            .filter(|&i| Some(i) != victim)
-            .map(|i| {
-                let (path, stop) = (c.db(i, "f.db"), stop.clone());
-                std::thread::spawn(move || writer(i, path, stop))
-            })
-            .collect();
+        let on = (0..N).filter(|&i| Some(i) != victim).map(|i| (i, c.db(i, "f.db")));
+        let ws = start_writers(on, &stop);
         std::thread::sleep(Duration::from_millis(500));
         let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
         let at = Instant::now();

@@ -117,7 +117,7 @@ fn sigterm_of_the_primary_loses_no_acknowledged_commit() {
     let mut acked = Vec::new();
     for round in 0..2 {
         let stop = Arc::new(AtomicBool::new(false));
-        let writers = start_writers((0..N).map(|i| c.db(i, "t.db")).collect(), &stop);
+        let writers = start_writers((0..N).map(|i| (i, c.db(i, "t.db"))), &stop);
         std::thread::sleep(Duration::from_millis(700));
         let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
         c.stop_node(p);
@@ -167,7 +167,7 @@ fn sigterm_of_the_primary_loses_no_acknowledged_commit() {
 #[test]
 #[allow(clippy::disallowed_methods)]
 fn kill_loop_with_writers_running() {
-    use common::writers::{Op, writer};
+    use common::writers::{Op, start_writers};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -179,13 +179,8 @@ fn kill_loop_with_writers_running() {
     let mut acked = Vec::new();
     for round in 0..3 {
         let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<_> = (0..N)
-            .filter(|&i| i != p)
-            .map(|i| {
-                let (path, stop) = (c.db(i, "l.db"), stop.clone());
-                std::thread::spawn(move || writer(i, path, stop))
-            })
-            .collect();
+        let on = (0..N).filter(|&i| i != p).map(|i| (i, c.db(i, "l.db")));
+        let writers = start_writers(on, &stop);
         let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
         let killed = Instant::now();
         c.kill_node(p);

@@ -30,7 +30,7 @@ fn a_paused_primary_never_writes_alongside_its_successor() {
     c.writers_table(p, "f.db");
 
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers((0..N).map(|i| c.db(i, "f.db")).collect(), &stop);
+    let writers = start_writers((0..N).map(|i| (i, c.db(i, "f.db"))), &stop);
     std::thread::sleep(Duration::from_secs(1));
 
     // Freeze the primary with writes in flight.

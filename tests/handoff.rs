@@ -56,7 +56,7 @@ fn promote_under_load_and_a_rolling_restart() {
     let mut p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));
     c.writers_table(p, "h.db");
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers((0..N).map(|i| c.db(i, "h.db")).collect(), &stop);
+    let writers = start_writers((0..N).map(|i| (i, c.db(i, "h.db"))), &stop);
     std::thread::sleep(Duration::from_millis(500));
 
     // Handoff under load: every node in turn is promoted while the writers run.

@@ -41,7 +41,7 @@ fn litefleet(args: &[&str]) {
 #[allow(clippy::disallowed_methods)]
 fn partition(c: &Cluster, lan: &Lan, p: usize, what: &str, cut: &[(End, End)]) -> (usize, Vec<Op>) {
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers((0..N).map(|i| c.db(i, DB)).collect(), &stop);
+    let writers = start_writers((0..N).map(|i| (i, c.db(i, DB))), &stop);
     std::thread::sleep(Duration::from_secs(1));
     let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
     for &(a, b) in cut {

@@ -302,9 +302,15 @@ impl Suspicion {
         self.last_ms = None;
     }
 
-    /// Whether to suspect the primary now (at most once per failover timeout).
-    pub fn check(&mut self, now_ms: u64, silent_ms: u64, connected: bool) -> bool {
+    /// Whether to suspect the primary now (at most once per failover timeout). `own_fault`:
+    /// this node's last session with it ended by a local failure and none was attempted
+    /// since, so the primary's silence means nothing (a replica that cannot apply must not
+    /// depose a healthy primary).
+    pub fn check(&mut self, now_ms: u64, silent_ms: u64, connected: bool, own_fault: bool) -> bool {
         self.term_heard |= connected;
+        if own_fault {
+            return false;
+        }
         let after = if self.term_heard { self.after_ms } else { self.after_ms * NEW_TERM_GRACE };
         let due = self.last_ms.is_none_or(|t| now_ms.saturating_sub(t) >= after);
         if silent_ms >= after && due {
@@ -532,15 +538,17 @@ mod tests {
     fn a_silent_primary_is_suspected_once_per_timeout() {
         let mut s = Suspicion::new(1_000);
         // Never reached this term's primary: three timeouts of grace.
-        assert!(!s.check(1_000, 1_000, false));
-        assert!(s.check(3_000, 3_000, false));
+        assert!(!s.check(1_000, 1_000, false, false));
+        assert!(s.check(3_000, 3_000, false, false));
         // Connected, then silent: one timeout; repeated only a timeout later.
         s.new_term();
-        assert!(!s.check(5_000, 100, true));
-        assert!(!s.check(5_900, 999, false));
-        assert!(s.check(6_000, 1_000, false));
-        assert!(!s.check(6_500, 1_500, false));
-        assert!(s.check(7_000, 2_000, false));
+        assert!(!s.check(5_000, 100, true, false));
+        assert!(!s.check(5_900, 999, false, false));
+        assert!(s.check(6_000, 1_000, false, false));
+        assert!(!s.check(6_500, 1_500, false, false));
+        assert!(s.check(7_000, 2_000, false, false));
+        // Its own session failed: not the primary's silence.
+        assert!(!s.check(9_000, 4_000, false, true));
     }
 
     #[test]

@@ -161,6 +161,37 @@ impl ConsulLease {
         self
     }
 
+    /// Writes `body` at `<dir>/<hostname>`, then lists `dir`: every entry's key and decoded
+    /// value (this node's own included). `what` names the record in errors.
+    async fn publish_and_list(
+        &self,
+        dir: &str,
+        body: String,
+        what: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, LeaseError> {
+        let r = self
+            .req(reqwest::Method::PUT, &format!("/v1/kv/{dir}/{}", self.me.hostname))
+            .body(body)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        if !r.status().is_success() {
+            return Err(unavailable(format!("kv put {what}: {}", r.status())));
+        }
+        let r = self
+            .req(reqwest::Method::GET, &format!("/v1/kv/{dir}/?recurse"))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let all: Vec<KvEntry> = if r.status().is_success() {
+            serde_json::from_str(&text(r).await).map_err(|e| unavailable(format!("{e}")))?
+        } else {
+            Vec::new()
+        };
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(all.into_iter().filter_map(|e| Some((e.key, b64.decode(e.value?).ok()?))).collect())
+    }
+
     /// Whether to let a more up-to-date candidate take the free key first (see
     /// [`ConsulLease::prefer_up_to_date`]).
     async fn hold_back(&self) -> Result<bool, LeaseError> {
@@ -176,31 +207,11 @@ impl ConsulLease {
         let own = format!("{dir}/{}", self.me.hostname);
         let record = serde_json::to_string(&Record { round, pos: mine.clone() })
             .map_err(|e| unavailable(format!("{e}")))?;
-        let r = self
-            .req(reqwest::Method::PUT, &format!("/v1/kv/{own}"))
-            .body(record)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        if !r.status().is_success() {
-            return Err(unavailable(format!("kv put positions: {}", r.status())));
-        }
-        let r = self
-            .req(reqwest::Method::GET, &format!("/v1/kv/{dir}/?recurse"))
-            .send()
-            .await
-            .map_err(unavailable)?;
-        let all: Vec<KvEntry> = if r.status().is_success() {
-            serde_json::from_str(&text(r).await).map_err(|e| unavailable(format!("{e}")))?
-        } else {
-            Vec::new()
-        };
-        let b64 = base64::engine::general_purpose::STANDARD;
-        let better = all.iter().filter(|e| e.key != own).find_map(|e| {
-            let raw = b64.decode(e.value.as_deref()?).ok()?;
-            let other: Record = serde_json::from_slice(&raw).ok()?;
+        let all = self.publish_and_list(&dir, record, "positions").await?;
+        let better = all.iter().filter(|(k, _)| *k != own).find_map(|(k, v)| {
+            let other: Record = serde_json::from_slice(v).ok()?;
             preferred((other.round, &other.pos), (round, &mine))
-                .then(|| e.key.rsplit('/').next().unwrap_or_default().to_owned())
+                .then(|| k.rsplit('/').next().unwrap_or_default().to_owned())
         });
         let now_ms = el.base.elapsed().as_millis() as u64;
         let hold = el.deference.lock().unwrap_or_else(|e| e.into_inner()).hold_back(
@@ -433,33 +444,8 @@ impl LeaseBackend for ConsulLease {
                 return Ok(false);
             }
             let dir = format!("{}-suspects", self.key);
-            let r = self
-                .req(reqwest::Method::PUT, &format!("/v1/kv/{dir}/{}", self.me.hostname))
-                .body(sid.clone())
-                .send()
-                .await
-                .map_err(unavailable)?;
-            if !r.status().is_success() {
-                return Err(unavailable(format!("kv put suspicion: {}", r.status())));
-            }
-            let r = self
-                .req(reqwest::Method::GET, &format!("/v1/kv/{dir}/?recurse"))
-                .send()
-                .await
-                .map_err(unavailable)?;
-            let all: Vec<KvEntry> = if r.status().is_success() {
-                serde_json::from_str(&text(r).await).map_err(|e| unavailable(format!("{e}")))?
-            } else {
-                Vec::new()
-            };
-            let b64 = base64::engine::general_purpose::STANDARD;
-            let agree = all
-                .iter()
-                .filter(|e| {
-                    e.value.as_deref().and_then(|v| b64.decode(v).ok()).as_deref()
-                        == Some(sid.as_bytes())
-                })
-                .count() as u32;
+            let all = self.publish_and_list(&dir, sid.clone(), "suspicion").await?;
+            let agree = all.iter().filter(|(_, v)| v.as_slice() == sid.as_bytes()).count() as u32;
             if agree < self.quorum {
                 tracing::info!(agree, quorum = self.quorum, "suspicion recorded; waiting for more");
                 return Ok(false);

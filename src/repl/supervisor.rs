@@ -291,13 +291,9 @@ impl SupState {
             return; // not following anyone: its silence means nothing
         }
         let node = self.args.store.node();
-        if node.local_fault() {
-            // Our own session failed (see `NodeCtx::local_fault`): not the primary's doing.
-            self.arm_check(myself);
-            return;
-        }
         let silent_ms = node.primary_silent_ms();
-        if suspicion.check(node.now_ms(), silent_ms, node.primary().is_some()) {
+        let (connected, own_fault) = (node.primary().is_some(), node.local_fault());
+        if suspicion.check(node.now_ms(), silent_ms, connected, own_fault) {
             tracing::warn!(primary = %h.hostname, silent_ms, "nothing heard from the primary; suspecting it");
             if let Some(l) = &self.lease {
                 let _ = l.send_message(LeaseMsg::Depose);

@@ -68,14 +68,12 @@ pub fn writer(node: usize, path: std::path::PathBuf, stop: Arc<AtomicBool>) -> V
     ops
 }
 
-/// Starts a [`writer`] on `paths[i]` for every node `i`.
+/// Starts a [`writer`] for every `(node, database path)`.
 pub fn start_writers(
-    paths: Vec<std::path::PathBuf>,
+    on: impl IntoIterator<Item = (usize, std::path::PathBuf)>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<std::thread::JoinHandle<Vec<Op>>> {
-    paths
-        .into_iter()
-        .enumerate()
+    on.into_iter()
         .map(|(i, path)| {
             let stop = stop.clone();
             std::thread::spawn(move || writer(i, path, stop))
