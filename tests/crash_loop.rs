@@ -24,10 +24,15 @@ fn spawn_node(root: &Path) -> Child {
         .unwrap()
 }
 
+/// Waits for the node's own mount. Reading `.lag` takes an open, which only a live
+/// litefleet mount answers: the dead mount being replaced fails it (ENOTCONN) even for names
+/// it had cached, and the empty directory underneath, readable once the new node detached
+/// the dead mount, has no `.lag` (checking "mounted and readable" raced there, and SQLite
+/// then created an empty database in that directory).
 #[allow(clippy::disallowed_methods)]
 fn wait_mounted(mnt: &Path, node: &mut Child) {
     let t = Instant::now();
-    while !litefleet::mount::is_mounted(mnt) || std::fs::read_dir(mnt).is_err() {
+    while !litefleet::mount::is_mounted(mnt) || std::fs::read(mnt.join(".lag")).is_err() {
         if let Some(st) = node.try_wait().unwrap() {
             panic!("node exited during startup: {st}");
         }
