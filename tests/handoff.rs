@@ -67,7 +67,13 @@ fn promote_under_load_and_a_rolling_restart() {
         let from = Instant::now();
         let took = promote(&c, t);
         assert!(c.terms(t) > before[t], "n{} did not become the primary", t + 1);
-        assert!(c.log(p).contains("lease handed over"), "n{} did not hand over", p + 1);
+        // Its log line follows the Consul transaction's answer, which may come just after
+        // the target already took over.
+        common::cluster::wait_for(
+            &format!("n{} to hand over", p + 1),
+            Duration::from_secs(5),
+            || c.log(p).contains("lease handed over"),
+        );
         // The old primary refuses writes.
         let (ok, text) = c.sql(p, "h.db", "INSERT INTO t(id, node) VALUES (NULL, -1);");
         assert!(!ok, "the old primary n{} still writes: {text}", p + 1);
