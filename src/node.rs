@@ -49,6 +49,9 @@ pub struct NodeCtx {
     promoter: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
     /// Why the last promotion request failed (read back through `.promote`).
     promote_error: Mutex<Option<String>>,
+    /// Replica: a database found damaged wants a snapshot; the session reconnects so the
+    /// primary plans again from the announced positions (the damaged one is left out).
+    resync_wanted: tokio::sync::Notify,
 }
 
 impl Default for NodeCtx {
@@ -69,6 +72,7 @@ impl Default for NodeCtx {
             local_fault: AtomicBool::new(false),
             promoter: Mutex::new(None),
             promote_error: Mutex::new(None),
+            resync_wanted: tokio::sync::Notify::new(),
         }
     }
 }
@@ -109,6 +113,16 @@ impl NodeCtx {
     }
 
     /// Records why a promotion request failed (`None`: clears it).
+    /// Replica: asks the replication session to reconnect (a database needs a snapshot).
+    pub fn request_resync(&self) {
+        self.resync_wanted.notify_one();
+    }
+
+    /// Completes when [`NodeCtx::request_resync`] was called (a stored permit counts).
+    pub async fn resync_wanted(&self) {
+        self.resync_wanted.notified().await
+    }
+
     pub fn set_promote_error(&self, e: Option<String>) {
         *self.promote_error.lock().unwrap_or_else(|e| e.into_inner()) = e;
     }

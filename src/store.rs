@@ -29,6 +29,9 @@ pub enum StoreError {
     Db(#[from] DbError),
     #[error("invalid database name {0:?}")]
     BadName(String),
+    /// The database failed recovery on this node and is kept out of service.
+    #[error("database {name} is quarantined on this node: {reason}")]
+    Quarantined { name: String, reason: String },
 }
 
 /// All databases of this node.
@@ -41,6 +44,10 @@ pub struct Store {
     rt: tokio::runtime::Handle,
     node: Arc<NodeCtx>,
     created: tokio::sync::broadcast::Sender<String>,
+    /// Databases that failed recovery, with the reason: not served, not replicated from this
+    /// node, never re-created under the same name (that would hide the failure and let an
+    /// empty database overwrite the replicas' copies).
+    quarantined: RwLock<BTreeMap<String, String>>,
 }
 
 impl Store {
@@ -58,6 +65,7 @@ impl Store {
             Err(_) => ClusterId(0),
         };
         let mut dbs = BTreeMap::new();
+        let mut quarantined = BTreeMap::new();
         for e in fs::read_dir(root.join("dbs")).map_err(io)? {
             let e = e.map_err(io)?;
             if !e.file_type().map_err(io)?.is_dir() {
@@ -67,9 +75,29 @@ impl Store {
             if valid_db_name(&name).is_err() {
                 continue;
             }
-            let db = Db::open(&name, e.path(), opts, &rt, node.clone())?;
-            tracing::info!(db = %name, pos = %db.pos(), "opened database");
-            dbs.insert(name, db);
+            match Db::open(&name, e.path(), opts, &rt, node.clone()) {
+                Ok(db) => {
+                    tracing::info!(db = %name, pos = %db.pos(), "opened database");
+                    dbs.insert(name, db);
+                }
+                // A replica's copy is only a copy: set it aside and start empty, and the
+                // primary sends a snapshot.
+                Err(err) if !node.writable() => {
+                    let aside = root.join("quarantine").join(format!("{name}-{}", now_ms()));
+                    tracing::error!(db = %name, error = %err, aside = %aside.display(),
+                        "database failed recovery on this replica: set aside, resyncing it \
+                         from the primary");
+                    set_aside(&e.path(), &aside).map_err(io)?;
+                    let db = Db::open(&name, e.path(), opts, &rt, node.clone())?;
+                    dbs.insert(name, db);
+                }
+                Err(err) => {
+                    tracing::error!(db = %name, error = %err,
+                        "database quarantined: not served and not replicated from this node \
+                         (the other databases are); replicas keep their copies");
+                    quarantined.insert(name, err.to_string());
+                }
+            }
         }
         let (created, _) = tokio::sync::broadcast::channel(256);
         Ok(Store {
@@ -80,7 +108,13 @@ impl Store {
             rt,
             node,
             created,
+            quarantined: RwLock::new(quarantined),
         })
+    }
+
+    /// Databases kept out of service on this node, with the reason.
+    pub fn quarantined(&self) -> BTreeMap<String, String> {
+        self.quarantined.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn node(&self) -> &Arc<NodeCtx> {
@@ -122,10 +156,29 @@ impl Store {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
+        if let Some(reason) = self.quarantined.read().unwrap_or_else(|e| e.into_inner()).get(name)
+        {
+            return Err(StoreError::Quarantined { name: name.to_owned(), reason: reason.clone() });
+        }
         let dir = self.root.join("dbs").join(name);
         let db = Db::open(name, dir, self.opts, &self.rt, self.node.clone())?;
         dbs.insert(name.to_owned(), db.clone());
         let _ = self.created.send(name.to_owned());
         Ok(db)
     }
+}
+
+fn now_ms() -> u128 {
+    #[allow(clippy::disallowed_methods)] // the shell owns the clock
+    let now = std::time::SystemTime::now();
+    now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+}
+
+/// Moves the directory `from` to `to` (creating `to`'s parent), then re-creates `from` empty.
+fn set_aside(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    fs::rename(from, to)?;
+    fs::create_dir_all(from)
 }

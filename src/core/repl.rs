@@ -72,7 +72,7 @@ pub fn on_history(replica: Pos, boundaries: &[Pos]) -> Option<bool> {
 }
 
 /// Decides what a replica at `replica` needs. `files` are the primary's LTX files as
-/// `(min, max)` sorted by `min`, possibly overlapping (a replica that applied a ranged file
+/// `(min, max)` sorted by `max` (the newest last), possibly overlapping (a replica that applied a ranged file
 /// keeps it); `primary` is the position after the newest; `deleted` whether the newest
 /// file is a deletion; `history` what [`on_history`] says of the replica's position.
 pub fn plan(

@@ -74,6 +74,10 @@ pub enum DbMsg {
     /// Replica: verify and apply files received from the primary, in order; with `resync`,
     /// set the local LTX files aside first (the first file is a resync snapshot).
     Apply { ltxs: Vec<bytes::Bytes>, resync: bool, reply: Reply<Pos> },
+    /// Replica: compare the database file with the position's checksum (applies are this
+    /// actor's, so nothing changes the file meanwhile); answers the file's checksum when
+    /// it differs.
+    Scrub { reply: Reply<Option<crate::core::types::Checksum>> },
     /// A copy of the database state (shutdown: the checksum cache).
     State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
@@ -93,6 +97,8 @@ pub struct Shared {
     queue: Mutex<VecDeque<Commit>>,
     /// Replica: the local history was set aside; announce no position until a snapshot.
     resync: std::sync::atomic::AtomicBool,
+    /// Primary: the database was found damaged (scrub); writes are refused for good.
+    damaged: Mutex<Option<String>>,
 }
 
 impl Shared {
@@ -100,8 +106,16 @@ impl Shared {
         self.resync.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    fn set_resync(&self, on: bool) {
+    pub(super) fn set_resync(&self, on: bool) {
         self.resync.store(on, std::sync::atomic::Ordering::Release);
+    }
+
+    pub fn damaged(&self) -> Option<String> {
+        self.damaged.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_damaged(&self, why: String) {
+        *self.damaged.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
     pub fn error(&self) -> Option<LogFailure> {
@@ -252,11 +266,23 @@ impl DbActorState {
                                 "cannot set the diverged LTX files aside; not resyncing"),
                         }
                     }
+                    Err(DbError::Rejected(why)) => {
+                        // Damaged in transit or at rest on the primary: never applied. The
+                        // next session announces no position for this database, so the
+                        // primary sends a snapshot instead of the same file again.
+                        tracing::error!(db = %self.apply.name, error = %why,
+                            "replicated LTX refused; asking the primary for a snapshot");
+                        self.shared.set_resync(true);
+                    }
                     Err(e) => {
                         tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused")
                     }
                 }
                 let _ = reply.send(r.map_err(LogFailure::from));
+            }
+            DbMsg::Scrub { reply } => {
+                let r = self.scrub_file().map_err(LogFailure::from);
+                let _ = reply.send(r);
             }
             DbMsg::State { reply } => {
                 let _ = reply.send(Ok(self.log.state.clone()));
@@ -272,6 +298,18 @@ impl DbActorState {
                 }
             }
         }
+    }
+
+    /// The database file's checksum if it differs from the position's (a replica's file is
+    /// the whole database: it never has WAL frames).
+    fn scrub_file(&self) -> Result<Option<crate::core::types::Checksum>, DbError> {
+        let state = &self.log.state;
+        let Some(f) = self.apply.file(super::FileKind::Database) else { return Ok(None) };
+        if state.page_size == 0 || state.pos.txid.0 == 0 || self.log.deleted {
+            return Ok(None);
+        }
+        let actual = super::recover::scan_db(&f, state.page_size)?.checksum();
+        Ok((actual != state.pos.checksum).then_some(actual))
     }
 
     /// Stages every queued commit, in order.

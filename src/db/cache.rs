@@ -4,12 +4,18 @@
 //! Written at clean shutdown to `dbs/<name>/checksums` only when the database file alone is
 //! the state at the position (no WAL frames, no journal), read and deleted at the next
 //! startup. It is trusted only if everything it describes is unchanged: the database file's
-//! size and mtime (nanoseconds) and the newest LTX file's name and size. Anything else, or a
-//! crash (no file), falls back to the full scan.
+//! size, mtime and ctime (nanoseconds) and inode, and the newest LTX file's name and size.
+//! Anything else, or a crash (no file), falls back to the full scan.
 //!
-//! Layout, big-endian: `LFCS` | version u32 = 1 | txid u64 | checksum u64 | page size u32 |
-//! db len u64 | db mtime s i64 | db mtime ns u32 | ltx min u64 | ltx max u64 | ltx len u64 |
-//! n u32 | n × page checksum u64 | CRC-64/GO-ISO of everything before, u64.
+//! Why ctime: `touch -d` or `utimensat` can put an mtime back after a write, but every change
+//! to a file (its data or its times) sets ctime to the current time, and nothing can set it
+//! back without changing the clock. A page flipped behind litefleet's back with the mtime
+//! restored still changes ctime.
+//!
+//! Layout, big-endian: `LFCS` | version u32 = 2 | txid u64 | checksum u64 | page size u32 |
+//! db len u64 | db mtime s i64 | db mtime ns u32 | db ctime s i64 | db ctime ns u32 | db inode
+//! u64 | ltx min u64 | ltx max u64 | ltx len u64 | n u32 | n × page checksum u64 |
+//! CRC-64/GO-ISO of everything before, u64. Version 1 files (no ctime) are not trusted.
 
 use crate::core::ltx::PageChecksums;
 use crate::core::types::{Checksum, Pos, Txid};
@@ -18,8 +24,8 @@ use crate::core::types::{Checksum, Pos, Txid};
 pub const CACHE_FILE: &str = "checksums";
 
 const MAGIC: &[u8; 4] = b"LFCS";
-const VERSION: u32 = 1;
-const FIXED: usize = 4 + 4 + 8 + 8 + 4 + 8 + 8 + 4 + 8 + 8 + 8 + 4;
+const VERSION: u32 = 2;
+const FIXED: usize = 4 + 4 + 8 + 8 + 4 + 8 + 8 + 4 + 8 + 4 + 8 + 8 + 8 + 8 + 4;
 
 /// What the cache claims; [`Cache::checksums`] is only valid if the rest matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +34,8 @@ pub struct Cache {
     pub page_size: u32,
     pub db_len: u64,
     pub db_mtime: (i64, u32),
+    pub db_ctime: (i64, u32),
+    pub db_ino: u64,
     /// Newest LTX file: min, max TXID and length.
     pub ltx: (Txid, Txid, u64),
     pub checksums: PageChecksums,
@@ -38,6 +46,15 @@ fn crc(b: &[u8]) -> u64 {
 }
 
 impl Cache {
+    /// Whether `meta` (of the database file) is exactly the file this cache describes.
+    pub fn describes(&self, meta: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        meta.len() == self.db_len
+            && (meta.mtime(), meta.mtime_nsec() as u32) == self.db_mtime
+            && (meta.ctime(), meta.ctime_nsec() as u32) == self.db_ctime
+            && meta.ino() == self.db_ino
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         let raw = self.checksums.raw();
         let mut b = Vec::with_capacity(FIXED + raw.len() * 8 + 8);
@@ -49,6 +66,9 @@ impl Cache {
         b.extend_from_slice(&self.db_len.to_be_bytes());
         b.extend_from_slice(&self.db_mtime.0.to_be_bytes());
         b.extend_from_slice(&self.db_mtime.1.to_be_bytes());
+        b.extend_from_slice(&self.db_ctime.0.to_be_bytes());
+        b.extend_from_slice(&self.db_ctime.1.to_be_bytes());
+        b.extend_from_slice(&self.db_ino.to_be_bytes());
         b.extend_from_slice(&self.ltx.0.0.to_be_bytes());
         b.extend_from_slice(&self.ltx.1.0.to_be_bytes());
         b.extend_from_slice(&self.ltx.2.to_be_bytes());
@@ -87,6 +107,9 @@ impl Cache {
         let db_len = u64_(take(8));
         let mtime_s = u64_(take(8)) as i64;
         let mtime_ns = u32_(take(4));
+        let ctime_s = u64_(take(8)) as i64;
+        let ctime_ns = u32_(take(4));
+        let db_ino = u64_(take(8));
         let ltx = (Txid(u64_(take(8))), Txid(u64_(take(8))), u64_(take(8)));
         let n = u32_(take(4)) as usize;
         if body.len() != FIXED + n * 8 {
@@ -98,6 +121,8 @@ impl Cache {
             page_size,
             db_len,
             db_mtime: (mtime_s, mtime_ns),
+            db_ctime: (ctime_s, ctime_ns),
+            db_ino,
             ltx,
             checksums: PageChecksums::from_raw(raw),
         })
@@ -121,6 +146,8 @@ mod tests {
             page_size: 512,
             db_len: 2560,
             db_mtime: (1_700_000_000, 123),
+            db_ctime: (1_700_000_001, 456),
+            db_ino: 77,
             ltx: (Txid(9), Txid(9), 4242),
             checksums: sums,
         };

@@ -23,7 +23,11 @@ impl LtxDir {
         &self.dir
     }
 
-    /// `(min, max, path)` of every LTX file, sorted by TXID.
+    /// `(min, max, path)` of every LTX file, oldest first: sorted by max TXID, then min.
+    ///
+    /// Invariant: the last entry is the newest file (highest max TXID). Sorting by min would
+    /// not say that once a snapshot (min 1) sits beside incremental files, as after recovery
+    /// rebuilt a damaged history from the database file, and retention keeps the last one.
     pub fn list(&self) -> io::Result<Vec<(Txid, Txid, PathBuf)>> {
         let mut out = Vec::new();
         let entries = match fs::read_dir(&self.dir) {
@@ -39,7 +43,7 @@ impl LtxDir {
                 out.push((min, max, e.path()));
             }
         }
-        out.sort();
+        out.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
         Ok(out)
     }
 

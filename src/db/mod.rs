@@ -121,6 +121,13 @@ pub enum DbError {
     Log(LogFailure),
     #[error("the database actor is not running")]
     ActorGone,
+    /// A write or truncation of the database file that is not part of SQLite's commit
+    /// protocol and cannot be made into a transaction (the WAL holds newer pages).
+    #[error("{0}")]
+    OutsideTransaction(String),
+    /// The database was found damaged on this node; writes are refused.
+    #[error("database damaged on this node, writes refused: {0}")]
+    Damaged(String),
     #[error("replicated LTX refused: {0}")]
     Rejected(String),
     /// A replicated file is intact but does not continue this database: the local history
@@ -167,7 +174,18 @@ struct Inner {
     /// Commits were cast since the last durable barrier.
     log_dirty: bool,
     deleted: bool,
+    /// Pages were written to the database file outside any SQLite transaction (no journal
+    /// active, no WAL frame of theirs): they are in `rollback`'s dirty set, the
+    /// [`LOOSE_FILE`] marker exists, and they become one transaction at the next commit
+    /// point (see [`Db::end_loose`]).
+    loose: bool,
 }
+
+/// Marker under `dbs/<name>/` while writes outside a SQLite transaction are pending: made
+/// durable before the first such write, removed once they are a durable LTX file. Startup
+/// recovery finding it records the database as it is as the next transaction (a crash cut
+/// the writes off); without it a database that differs from its LTX files is corruption.
+pub const LOOSE_FILE: &str = "loose";
 
 /// One database. See the module docs.
 pub struct Db {
@@ -242,6 +260,7 @@ impl Db {
                 mode: JournalMode::Rollback,
                 log_dirty: false,
                 deleted: false,
+                loose: false,
             }),
             actor: OnceLock::new(),
             shared: Arc::new(Shared::default()),
@@ -381,6 +400,9 @@ impl Db {
 
     /// Refuses writes while the LTX log is failing (see [`actor`]).
     fn check_health(&self) -> Result<(), DbError> {
+        if let Some(why) = self.shared.damaged() {
+            return Err(DbError::Damaged(why));
+        }
         match self.shared.error() {
             Some(e) => Err(DbError::Log(e)),
             None => Ok(()),
@@ -485,8 +507,33 @@ impl Db {
                     return Err(DbError::NotSqlite);
                 }
                 let ps = inner.page_size;
-                if !offset.is_multiple_of(u64::from(ps)) || data.len() != ps as usize {
+                if !offset.is_multiple_of(u64::from(ps))
+                    || data.is_empty()
+                    || !data.len().is_multiple_of(ps as usize)
+                {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
+                }
+                // Which protocol this write belongs to: a rollback-journal transaction (the
+                // journal holds a header with its magic: SQLite writes it before any page of
+                // the database), or a checkpoint (every page has a committed WAL frame).
+                let first = offset / u64::from(ps) + 1;
+                let n = (data.len() / ps as usize) as u64;
+                let wal_frames = inner.wal.indexed_pages() > 0;
+                let checkpoint = wal_frames
+                    && (first..first + n).all(|p| {
+                        u32::try_from(p).is_ok_and(|p| inner.wal.page_offset(PageNo(p)).is_some())
+                    });
+                let loose = !checkpoint && !self.journal_active()?;
+                if loose {
+                    if wal_frames {
+                        return Err(DbError::OutsideTransaction(format!(
+                            "write to pages {first}..{} of the database outside a SQLite \
+                             transaction while its WAL holds newer pages: refused (write \
+                             through SQLite, or checkpoint the WAL first)",
+                            first + n - 1
+                        )));
+                    }
+                    self.begin_loose(&mut inner)?;
                 }
                 if inner.log_dirty {
                     // A checkpoint: WAL copies of transactions may be overwritten soon.
@@ -494,11 +541,13 @@ impl Db {
                     inner.log_dirty = false;
                 }
                 f.write_all_at(data, offset)?;
-                if inner.mode == JournalMode::Rollback {
+                if inner.mode == JournalMode::Rollback || loose {
                     inner.rollback.on_db_write(offset, data.len() as u64, ps);
                 }
             }
             FileKind::Journal => {
+                // A transaction starts: pending writes outside one come first.
+                let _ = self.end_loose(&mut inner)?;
                 f.write_all_at(data, offset)?;
                 if inner.rollback.on_journal_write(offset, data) == JournalEvent::Finalized {
                     let done = self.commit_rollback(&mut inner)?;
@@ -506,6 +555,7 @@ impl Db {
                 }
             }
             FileKind::Wal => {
+                let _ = self.end_loose(&mut inner)?;
                 if offset == 0 && inner.log_dirty {
                     // A new WAL header: SQLite restarts the WAL from the top.
                     self.barrier(true)?;
@@ -545,6 +595,9 @@ impl Db {
             self.barrier(true)?;
             inner.log_dirty = false;
         }
+        if kind == FileKind::Database {
+            return self.truncate_database(&mut inner, &f, size);
+        }
         f.set_len(size)?;
         match kind {
             FileKind::Journal
@@ -559,12 +612,129 @@ impl Db {
         Ok(SyncPoint(None))
     }
 
-    /// fsyncs the backing file. LTX files need no sync here: see the module docs.
+    /// fsyncs the backing file. LTX files need no sync here: see the module docs. Writes
+    /// to the database outside a transaction become one first (the application asked for
+    /// them to be durable).
     pub fn fsync(&self, kind: FileKind) -> Result<(), DbError> {
+        if kind == FileKind::Database {
+            let mut inner = self.lock();
+            let _ = self.end_loose(&mut inner)?;
+        }
         if let Some(f) = self.file(kind) {
             f.sync_data()?;
         }
         Ok(())
+    }
+
+    /// The last descriptor of a file was closed (FUSE release): writes outside a
+    /// transaction become one.
+    pub fn release(&self, kind: FileKind) -> Result<(), DbError> {
+        if kind == FileKind::Database {
+            let mut inner = self.lock();
+            let _ = self.end_loose(&mut inner)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a rollback-journal transaction is in progress: the journal's header carries
+    /// its magic. SQLite writes it (in synchronous modes, right after syncing the journal)
+    /// before writing any page of the database; between transactions the journal is gone
+    /// (DELETE), empty (TRUNCATE) or has a zeroed header (PERSIST).
+    fn journal_active(&self) -> io::Result<bool> {
+        let Some(j) = self.file(FileKind::Journal) else { return Ok(false) };
+        let mut b = [0u8; 8];
+        Ok(j.pread_exact(&mut b, 0)? && b == crate::core::sqlite::JOURNAL_MAGIC)
+    }
+
+    /// Starts (once) a batch of writes outside a transaction: the marker is made durable
+    /// before the first page of it can be.
+    fn begin_loose(&self, inner: &mut Inner) -> Result<(), DbError> {
+        if inner.loose {
+            return Ok(());
+        }
+        let path = self.dir.join(LOOSE_FILE);
+        File::create(&path)?.sync_all()?;
+        File::open(&self.dir)?.sync_all()?;
+        inner.loose = true;
+        tracing::warn!(db = %self.name,
+            "database written outside a SQLite transaction (no journal, no WAL frame): the \
+             writes become one replicated transaction when the file is synced or closed");
+        Ok(())
+    }
+
+    /// Records pending writes outside a transaction as one durable transaction; returns
+    /// whether there were any.
+    fn end_loose(&self, inner: &mut Inner) -> Result<bool, DbError> {
+        if !inner.loose {
+            return Ok(false);
+        }
+        if let Some(db) = self.file(FileKind::Database)
+            && let Some(h) = read_header(&db)?
+        {
+            inner.mode = h.journal_mode();
+            if inner.page_size == 0 {
+                inner.page_size = h.page_size;
+            }
+        }
+        self.commit_rollback(inner)?;
+        match fs::remove_file(self.dir.join(LOOSE_FILE)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+        inner.loose = false;
+        tracing::info!(db = %self.name, pos = %self.pos(),
+            "writes outside a SQLite transaction recorded as a transaction");
+        Ok(true)
+    }
+
+    /// Truncation of the database file. Part of SQLite's protocol inside a rollback-journal
+    /// transaction, or at the end of a checkpoint (to the last commit's size); otherwise it
+    /// is a transaction of its own, recorded at once: to zero bytes a deletion (as `rm`),
+    /// else the database at its new length.
+    fn truncate_database(
+        &self,
+        inner: &mut Inner,
+        f: &File,
+        size: u64,
+    ) -> Result<SyncPoint, DbError> {
+        let ps = u64::from(inner.page_size);
+        let wal_frames = inner.wal.indexed_pages() > 0;
+        if self.journal_active()? || (wal_frames && size == u64::from(inner.page_count) * ps) {
+            f.set_len(size)?;
+            return Ok(SyncPoint(None));
+        }
+        if wal_frames {
+            return Err(DbError::OutsideTransaction(format!(
+                "truncation of the database to {size} bytes outside a SQLite transaction while \
+                 its WAL holds newer pages: refused"
+            )));
+        }
+        if size == 0 {
+            let _ = self.end_loose(inner)?;
+            if inner.page_size == 0 {
+                f.set_len(0)?;
+                return Ok(SyncPoint(None));
+            }
+            let page_size = inner.page_size;
+            let timestamp_ms = now_ms();
+            self.call(|reply| DbMsg::Delete { page_size, timestamp_ms, reply })?;
+            f.set_len(0)?;
+            f.sync_data()?;
+            inner.page_size = 0;
+            inner.page_count = 0;
+            inner.rollback.take_dirty();
+            tracing::warn!(db = %self.name, pos = %self.pos(),
+                "database truncated to 0 bytes outside a SQLite transaction: recorded as its \
+                 deletion");
+            return Ok(SyncPoint(None));
+        }
+        if ps == 0 || !size.is_multiple_of(ps) {
+            return Err(DbError::UnalignedWrite { offset: size, len: 0, page_size: inner.page_size });
+        }
+        self.begin_loose(inner)?;
+        f.set_len(size)?;
+        let done = self.end_loose(inner)?;
+        self.sync_point(done)
     }
 
     /// Makes every LTX file written so far durable (shutdown).
@@ -779,6 +949,8 @@ impl Db {
             page_size: state.page_size,
             db_len: meta.len(),
             db_mtime: (meta.mtime(), meta.mtime_nsec() as u32),
+            db_ctime: (meta.ctime(), meta.ctime_nsec() as u32),
+            db_ino: meta.ino(),
             ltx: (newest.0, newest.1, fs::metadata(&newest.2)?.len()),
             checksums: state.checksums,
         };
@@ -793,9 +965,6 @@ impl Db {
     /// Blocking: holds the database's commit lock while it reads every page, so the image
     /// and the position agree.
     pub fn snapshot(&self) -> Result<(Pos, Vec<u8>), DbError> {
-        use crate::core::ltx::{
-            FLAG_COMPRESS_LZ4, Header, LtxWriter, PageChecksums, page_checksum,
-        };
         let inner = self.lock();
         self.barrier(false)?;
         let pos = self.pos();
@@ -804,46 +973,61 @@ impl Db {
         if ps == 0 || pos.txid.0 == 0 {
             return Err(DbError::NotFound("database"));
         }
-        let header = Header {
-            flags: if self.opts_compress() { FLAG_COMPRESS_LZ4 } else { 0 },
-            page_size: ps,
-            commit,
-            min_txid: crate::core::types::Txid(1),
-            max_txid: pos.txid,
-            timestamp: now_ms(),
-            pre_apply_checksum: crate::core::types::Checksum(0),
-            wal_offset: 0,
-            wal_size: 0,
-            wal_salt1: 0,
-            wal_salt2: 0,
-            node_id: self.node_id,
-        };
-        let mut out = Vec::with_capacity(commit as usize * (ps as usize + 4) / 2 + 256);
-        let mut w = LtxWriter::new(&mut out, header)?;
-        let mut sums = PageChecksums::new();
-        let mut buf = vec![0u8; ps as usize];
-        let lock = PageNo::lock_page(ps);
-        for p in 1..=commit {
+        let read = |pgno, buf: &mut [u8]| recover::read_logical_page(self, &inner, pgno, buf);
+        let (actual, out) = build_snapshot(read, ps, commit, pos.txid, self.opts_compress(), self.node_id)?;
+        if actual != pos.checksum {
+            return Err(DbError::Recovery {
+                name: self.name.clone(),
+                reason: format!("snapshot reads checksum {actual} but the position is {pos}"),
+            });
+        }
+        Ok((pos, out))
+    }
+
+    /// Compares the database, as SQLite reads it, with its position's checksum: `Ok(None)`
+    /// when they agree, else the checksum it really has. Blocking.
+    ///
+    /// On the primary it holds the commit lock while it reads every page (writes to this
+    /// database wait, readers do not), so the content and the position agree; on a replica
+    /// the actor does it between applies.
+    pub fn scrub(&self) -> Result<Option<crate::core::types::Checksum>, DbError> {
+        if !self.node.writable() {
+            return self.call(|reply| DbMsg::Scrub { reply });
+        }
+        let inner = self.lock();
+        if inner.loose || inner.deleted || inner.page_size == 0 || !self.exists() {
+            return Ok(None);
+        }
+        self.barrier(false)?;
+        let pos = self.pos();
+        if pos.txid.0 == 0 {
+            return Ok(None);
+        }
+        let mut sums = crate::core::ltx::PageChecksums::new();
+        let mut buf = vec![0u8; inner.page_size as usize];
+        let lock = PageNo::lock_page(inner.page_size);
+        for p in 1..=inner.page_count {
             let pgno = PageNo(p);
             if pgno == lock {
                 continue;
             }
             recover::read_logical_page(self, &inner, pgno, &mut buf)?;
-            sums.set(pgno, page_checksum(pgno, &buf));
-            w.write_page(pgno, &buf)?;
+            sums.set(pgno, crate::core::ltx::page_checksum(pgno, &buf));
         }
-        sums.truncate(commit);
-        if sums.checksum() != pos.checksum {
-            return Err(DbError::Recovery {
-                name: self.name.clone(),
-                reason: format!(
-                    "snapshot reads checksum {} but the position is {pos}",
-                    sums.checksum()
-                ),
-            });
+        sums.truncate(inner.page_count);
+        let actual = sums.checksum();
+        Ok((actual != pos.checksum).then_some(actual))
+    }
+
+    /// Marks the database damaged on this node: a primary refuses writes to it from now on
+    /// (the replicas hold the intact copy), a replica asks the primary for a snapshot.
+    pub fn mark_damaged(&self, reason: String) {
+        if self.node.writable() {
+            self.shared.set_damaged(reason);
+        } else {
+            self.shared.set_resync(true);
+            self.node.request_resync();
         }
-        w.finish(pos.checksum)?;
-        Ok((pos, out))
     }
 
     // ===== Commit path ===== //
@@ -1084,6 +1268,54 @@ fn read_header(f: &File) -> io::Result<Option<DbHeader>> {
         return Ok(None);
     }
     Ok(DbHeader::parse(&b).ok())
+}
+
+/// A snapshot LTX file (MinTXID 1, MaxTXID `txid`) of `commit` pages of `page_size` bytes,
+/// each read by `read`; returns the checksum of what was read (the file's post-apply
+/// checksum) with the file. The caller compares that checksum with the position it expects:
+/// a snapshot is only ever sent or stored for a position it matches.
+pub(crate) fn build_snapshot(
+    mut read: impl FnMut(PageNo, &mut [u8]) -> io::Result<()>,
+    page_size: u32,
+    commit: u32,
+    txid: Txid,
+    compress: bool,
+    node_id: NodeId,
+) -> Result<(crate::core::types::Checksum, Vec<u8>), DbError> {
+    use crate::core::ltx::{FLAG_COMPRESS_LZ4, Header, LtxWriter, PageChecksums, page_checksum};
+    let header = Header {
+        flags: if compress { FLAG_COMPRESS_LZ4 } else { 0 },
+        page_size,
+        commit,
+        min_txid: Txid(1),
+        max_txid: txid,
+        timestamp: now_ms(),
+        pre_apply_checksum: crate::core::types::Checksum(0),
+        wal_offset: 0,
+        wal_size: 0,
+        wal_salt1: 0,
+        wal_salt2: 0,
+        node_id,
+    };
+    let ps = page_size as usize;
+    let mut out = Vec::with_capacity(commit as usize * (ps + 4) / 2 + 256);
+    let mut w = LtxWriter::new(&mut out, header)?;
+    let mut sums = PageChecksums::new();
+    let mut buf = vec![0u8; ps];
+    let lock = PageNo::lock_page(page_size);
+    for p in 1..=commit {
+        let pgno = PageNo(p);
+        if pgno == lock {
+            continue;
+        }
+        read(pgno, &mut buf)?;
+        sums.set(pgno, page_checksum(pgno, &buf));
+        w.write_page(pgno, &buf)?;
+    }
+    sums.truncate(commit);
+    let actual = sums.checksum();
+    w.finish(actual)?;
+    Ok((actual, out))
 }
 
 /// Pages in the database file: the header's count when valid, else the file size.

@@ -22,16 +22,16 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::os::unix::fs::MetadataExt;
 
 use super::cache::{CACHE_FILE, Cache};
+use super::LOOSE_FILE;
 use super::{
     Commit, Db, DbError, FileKind, Inner, LtxLog, WalRange, now_ms, read_header, read_page,
 };
 use crate::core::commit::WalTracker;
 use crate::core::ltx::{self, DbState, PageChecksums, page_checksum};
 use crate::core::sqlite::{JournalMode, journal_records};
-use crate::core::types::{Checksum, PageNo, Pos};
+use crate::core::types::{Checksum, PageNo, Pos, Txid};
 use crate::storage::FileStore;
 
 pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
@@ -41,11 +41,22 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         tracing::warn!(db = %db.name, removed, "removed temporary LTX files of interrupted writes");
     }
     // 0. The checksum cache of a clean shutdown, if everything it describes is unchanged.
-    let cached = trusted_cache(db)?;
+    let loaded = load_cache(db)?;
+    // A cache file exists only after a clean shutdown, which fdatasynced every LTX file
+    // first: then a file that fails verification was damaged afterwards, not torn.
+    let clean = loaded.is_some();
+    let cached = loaded.as_ref().filter(|l| l.trusted);
+    // Positions the database may be at beyond its newest intact LTX file, as claimed by the
+    // cache and by the ends of the files set aside below. Only an exact checksum match with
+    // the database's content makes one count (see step 3).
+    let mut later: Vec<Pos> = Vec::new();
+    if let Some(l) = &loaded {
+        later.push(l.cache.pos);
+    }
     // 1. The newest LTX file that verifies.
     let mut last = None;
     for (_, _, path) in db.ltx.list()?.into_iter().rev() {
-        let summary = match &cached {
+        let summary = match cached {
             // The cache vouches for this file's size: read only its header and trailer.
             Some(c) if last.is_none() && path.file_name() == Some(c.ltx_name.as_ref()) => {
                 super::LtxDir::read_ends(&path)
@@ -58,10 +69,29 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 break;
             }
             Err(e) => {
-                let torn = path.with_extension("ltx.torn");
-                tracing::warn!(db = %db.name, file = %path.display(), error = %e,
-                    "newest LTX file is torn (crash before fsync); moved aside");
-                fs::rename(&path, &torn)?;
+                // Its header and trailer as written (unverified): a claim checked in step 3.
+                if let Ok(ends) = super::LtxDir::read_ends(&path) {
+                    later.push(Pos {
+                        txid: ends.header.max_txid,
+                        checksum: ends.trailer.post_apply_checksum,
+                    });
+                }
+                let aside = if clean {
+                    let aside = path.with_extension("ltx.damaged");
+                    tracing::error!(db = %db.name, file = %path.display(), error = %e,
+                        aside = %aside.display(),
+                        "LTX file is damaged (it was complete and synced at the last clean \
+                         shutdown); moved aside");
+                    aside
+                } else {
+                    let aside = path.with_extension("ltx.torn");
+                    tracing::warn!(db = %db.name, file = %path.display(), error = %e,
+                        aside = %aside.display(),
+                        "newest LTX file is torn (written without fsync, then a crash); moved \
+                         aside");
+                    aside
+                };
+                fs::rename(&path, &aside)?;
             }
         }
     }
@@ -128,7 +158,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
     let mut checksums = match cached {
         Some(c) if c.cache.page_size == ps => {
             tracing::info!(db = %db.name, "clean shutdown: checksums from the cache, no scan");
-            c.cache.checksums
+            c.cache.checksums.clone()
         }
         _ => scan_db(&dbf, ps)?,
     };
@@ -163,6 +193,10 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         }
     }
     let actual = checksums.checksum();
+    // The WAL index of the transactions counted in `checksums`: logical reads below see what
+    // SQLite would read. (Late transactions are indexed too, and recorded at the end.)
+    inner.wal = wal;
+    let loose = db.dir.join(LOOSE_FILE);
     match &last {
         None => {
             log.set_recovered(
@@ -170,7 +204,6 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 false,
                 0,
             );
-            inner.wal = wal;
             drop(inner);
             tracing::info!(db = %db.name, "database has no LTX files: writing a snapshot at TXID 1");
             let inner = db.lock();
@@ -194,57 +227,103 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 timestamp_ms: now_ms(),
             };
             log.commit(c)?;
+            remove_loose(&loose)?;
             return Ok(());
         }
         Some((path, s)) => {
             let mut want = Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
-            if actual != want.checksum {
-                if late_txns.is_empty()
-                    && db.file(FileKind::Wal).is_none_or(|_| wal.committed_offset() <= 32)
-                {
+            // The position right before the newest file, if its header says.
+            let before = (s.header.min_txid.0 > 1).then_some(s.header.pre_apply_checksum);
+            let wal_empty =
+                inner.wal.committed_offset() <= 32 || db.file(FileKind::Wal).is_none();
+            let mut state_checksums = checksums;
+            if actual != want.checksum && late_txns.is_empty() {
+                if wal_empty && before == Some(actual) {
                     // The LTX file was written but its pages never reached the database
-                    // file: apply it again (idempotent: it writes its pages and truncates).
+                    // file (a replica's apply cut off by a crash): apply it again. Only
+                    // when the file is exactly one step ahead: re-applying an older file
+                    // onto a newer database would roll it back.
                     tracing::warn!(db = %db.name, file = %path.display(), %actual, expected = %want.checksum,
                         "database lags its newest LTX file: applying it again");
                     let mut store = FileStore::from_file(dbf.try_clone()?);
                     let r = super::LtxDir::open(path)?;
-                    let reapplied = reapply(r, &mut store, ps);
-                    if let Err(e) = reapplied {
+                    if let Err(e) = reapply(r, &mut store, ps) {
                         return Err(fail(format!("re-applying {}: {e}", path.display())));
                     }
-                    checksums = scan_db(&dbf, ps)?;
-                }
-                if checksums.checksum() != want.checksum && !db.node.writable() {
-                    // A replica: report the position with the checksum the file really has.
-                    // The primary sees the same TXID with another checksum (diverged) and
-                    // sends a snapshot; nothing here needs a person.
-                    tracing::warn!(db = %db.name, actual = %checksums.checksum(), expected = %want.checksum,
-                        "replica database diverged from its LTX files; the primary will resync it");
-                    want = Pos { txid: want.txid, checksum: checksums.checksum() };
-                }
-                if checksums.checksum() != want.checksum {
-                    return Err(fail(format!(
-                        "database checksum {} does not match position {} of {}. The database \
-                         was changed outside litefleet or is corrupt. Way out: on a replica, \
-                         remove dbs/{} and it resyncs from the primary; on a primary, inspect \
-                         with `litefleet ltx verify {}` and rebuild with `litefleet ltx apply`, \
-                         or move dbs/{}/ltx aside to adopt the file as it is (a new snapshot \
-                         is written at TXID 1)",
-                        checksums.checksum(),
-                        want,
-                        path.display(),
-                        db.name,
-                        db.ltx.path().display(),
-                        db.name
-                    )));
+                    state_checksums = scan_db(&dbf, ps)?;
+                } else if let Some(k) =
+                    later.iter().copied().find(|k| k.txid > want.txid && k.checksum == actual)
+                {
+                    // The database is intact at a position its LTX history lost (files
+                    // damaged or deleted after they were written): the database file is
+                    // the authority. A snapshot at exactly that position continues the
+                    // history every replica has; none of them is resynced backwards.
+                    let commit = state_checksums.page_count();
+                    let read =
+                        |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
+                    let (sum, bytes) =
+                        super::build_snapshot(read, ps, commit, k.txid, db.opts.compress, db.node_id)?;
+                    if sum != k.checksum {
+                        return Err(fail(format!(
+                            "the database changed while it was read for a snapshot at {k}"
+                        )));
+                    }
+                    log.store_received(Txid(1), k.txid, &bytes)?;
+                    log.sync()?;
+                    tracing::warn!(db = %db.name, newest_intact = %want, pos = %k,
+                        "the database file is intact at a position its LTX files no longer \
+                         reach: wrote a snapshot LTX file at that position (no transaction \
+                         lost; replicas continue from it)");
+                    want = k;
+                } else if loose.exists() {
+                    // Writes that bypassed SQLite's journal (recorded as they happened,
+                    // see `Db::write`) were cut off by a crash before they became a
+                    // transaction: they become one now.
+                    tracing::warn!(db = %db.name, pos = %want,
+                        "the database holds writes made outside a SQLite transaction that a \
+                         crash cut off: recording them as the next transaction");
+                    log.set_recovered(
+                        DbState { pos: want, page_size: ps, checksums: state_checksums.clone() },
+                        false,
+                        s.header.timestamp,
+                    );
+                    record_whole(db, log, &inner, ps, state_checksums.page_count())?;
+                    remove_loose(&loose)?;
+                    return Ok(());
                 }
             }
+            if state_checksums.checksum() != want.checksum && !db.node.writable() {
+                // A replica: report the position with the checksum the file really has.
+                // The primary sees the same TXID with another checksum (diverged) and
+                // sends a snapshot; nothing here needs a person.
+                tracing::warn!(db = %db.name, actual = %state_checksums.checksum(), expected = %want.checksum,
+                    "replica database diverged from its LTX files; the primary will resync it");
+                want = Pos { txid: want.txid, checksum: state_checksums.checksum() };
+            }
+            if state_checksums.checksum() != want.checksum {
+                return Err(fail(format!(
+                    "database checksum {} does not match position {} of {}. The database \
+                     was changed outside litefleet or is corrupt, and no replica is resynced \
+                     from it. Way out: on a replica, remove dbs/{} and it resyncs from the \
+                     primary; on a primary, copy dbs/{} from a replica that has it (stopped), \
+                     or inspect with `litefleet ltx verify {}` and rebuild with `litefleet ltx \
+                     apply`, or move dbs/{}/ltx aside to adopt the file as it is (a new \
+                     snapshot is written at TXID 1)",
+                    state_checksums.checksum(),
+                    want,
+                    path.display(),
+                    db.name,
+                    db.name,
+                    db.ltx.path().display(),
+                    db.name
+                )));
+            }
+            remove_loose(&loose)?;
             log.set_recovered(
-                DbState { pos: want, page_size: ps, checksums },
+                DbState { pos: want, page_size: ps, checksums: state_checksums },
                 false,
                 s.header.timestamp,
             );
-            inner.wal = wal;
         }
     }
     // Late WAL transactions: record them now, in order.
@@ -286,7 +365,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
 }
 
 /// Page checksums of the database file as it is on disk.
-fn scan_db(f: &File, ps: u32) -> io::Result<PageChecksums> {
+pub(super) fn scan_db(f: &File, ps: u32) -> io::Result<PageChecksums> {
     let pages = (f.metadata()?.len() / u64::from(ps)) as u32;
     let mut c = PageChecksums::new();
     let lock = PageNo::lock_page(ps);
@@ -358,15 +437,17 @@ fn reapply<R: io::Read>(
     Ok(t.post_apply_checksum)
 }
 
-/// A checksum cache that matches the files on disk (see [`super::cache`]).
-struct Trusted {
+/// The checksum cache a clean shutdown left.
+struct Loaded {
     cache: Cache,
+    /// The database file and the newest LTX file are exactly as it recorded them: it
+    /// replaces the scan and the newest file's full verification.
+    trusted: bool,
     ltx_name: String,
 }
 
-/// Loads and deletes the cache; returns it only if the database file and the newest LTX
-/// file are exactly as it recorded them.
-fn trusted_cache(db: &Db) -> io::Result<Option<Trusted>> {
+/// Loads and deletes the cache (`None`: no clean shutdown, or a damaged cache).
+fn load_cache(db: &Db) -> io::Result<Option<Loaded>> {
     let path = db.dir.join(CACHE_FILE);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -379,22 +460,51 @@ fn trusted_cache(db: &Db) -> io::Result<Option<Trusted>> {
         tracing::warn!(db = %db.name, "checksum cache is damaged: scanning");
         return Ok(None);
     };
-    let Some(newest) = db.ltx.list()?.pop() else { return Ok(None) };
-    let ltx_len = fs::metadata(&newest.2)?.len();
-    let db_meta = match fs::metadata(db.dir.join("database")) {
-        Ok(m) => m,
-        Err(_) => return Ok(None),
+    let newest = db.ltx.list()?.pop();
+    let ltx_len = match &newest {
+        Some(n) => fs::metadata(&n.2)?.len(),
+        None => 0,
     };
-    let unchanged = (newest.0, newest.1, ltx_len) == cache.ltx
-        && newest.1 == cache.pos.txid
-        && db_meta.len() == cache.db_len
-        && (db_meta.mtime(), db_meta.mtime_nsec() as u32) == cache.db_mtime
+    let db_ok = fs::metadata(db.dir.join("database")).is_ok_and(|m| cache.describes(&m));
+    let trusted = newest.as_ref().is_some_and(|n| (n.0, n.1, ltx_len) == cache.ltx)
+        && cache.ltx.1 == cache.pos.txid
+        && db_ok
         && !db.dir.join("journal").exists()
         && fs::metadata(db.dir.join("wal")).map(|m| m.len() <= 32).unwrap_or(true);
-    if !unchanged {
+    if !trusted {
         tracing::info!(db = %db.name, "files changed since the checksum cache was written: scanning");
-        return Ok(None);
     }
-    let ltx_name = ltx::file_name(newest.0, newest.1);
-    Ok(Some(Trusted { cache, ltx_name }))
+    let ltx_name = ltx::file_name(cache.ltx.0, cache.ltx.1);
+    Ok(Some(Loaded { cache, trusted, ltx_name }))
+}
+
+/// Records the whole database (as SQLite reads it) as the next transaction, durably.
+fn record_whole(
+    db: &Db,
+    log: &mut LtxLog,
+    inner: &Inner,
+    ps: u32,
+    commit: u32,
+) -> Result<(), DbError> {
+    let mut pages = Vec::new();
+    for p in 1..=commit {
+        let pgno = PageNo(p);
+        if pgno == PageNo::lock_page(ps) {
+            continue;
+        }
+        let mut buf = vec![0u8; ps as usize];
+        read_logical_page(db, inner, pgno, &mut buf)?;
+        pages.push((pgno, buf));
+    }
+    let c = Commit { page_size: ps, commit, pages, wal: None, durable: true, timestamp_ms: now_ms() };
+    log.commit(c)?;
+    Ok(())
+}
+
+/// Removes the marker of writes outside a transaction once they are recorded.
+fn remove_loose(path: &std::path::Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }

@@ -66,7 +66,7 @@ impl ApplyCtx {
         self.files.write().unwrap_or_else(|e| e.into_inner())[kind.index()] = f;
     }
 
-    fn file(&self, kind: FileKind) -> Option<Arc<File>> {
+    pub(super) fn file(&self, kind: FileKind) -> Option<Arc<File>> {
         self.files.read().unwrap_or_else(|e| e.into_inner())[kind.index()].clone()
     }
 
@@ -204,14 +204,16 @@ pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, Db
                 let _ = fs::remove_file(ctx.dir.join(kind.backing_name()));
                 ctx.set_file(kind, None);
             }
-            invalidate_kernel(ctx, &inc);
+            invalidate_kernel(ctx, &inc, false);
             return Ok(());
         }
+        let mut created = false;
         let f = match ctx.file(FileKind::Database) {
             Some(f) => f,
             None => {
                 let f = Arc::new(open_rw(&db_path, true)?);
                 ctx.set_file(FileKind::Database, Some(f.clone()));
+                created = true;
                 f
             }
         };
@@ -225,7 +227,7 @@ pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, Db
         // Hazard: the kernel's page cache must be dropped while the locks are still held.
         // Once they are released (or the wal-index header is valid again) a reader reads
         // through the mount, and a stale cached page would mix two transactions.
-        invalidate_kernel(ctx, &inc);
+        invalidate_kernel(ctx, &inc, created);
         if let Some(g) = &guard {
             g.finish(inc.commit)?;
         }
@@ -301,9 +303,11 @@ pub fn demote_locked(
 
 /// Drops what the kernel cached of the pages `inc` changed (everything for a snapshot or
 /// a deletion), and the file's attributes.
-fn invalidate_kernel(ctx: &ApplyCtx, inc: &Incoming) {
+/// `created`: the database file did not exist before this file (re-created after a
+/// deletion): the kernel's negative directory entry for it must go too.
+fn invalidate_kernel(ctx: &ApplyCtx, inc: &Incoming, created: bool) {
     let Some(k) = ctx.node.kernel() else { return };
-    if inc.snapshot || inc.commit == 0 {
+    if inc.snapshot || inc.commit == 0 || created {
         k.db_changed(&ctx.name, None);
         return;
     }

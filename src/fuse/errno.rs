@@ -12,8 +12,10 @@ pub fn errno(e: &DbError) -> Errno {
         DbError::NotFound(_) => Errno::ENOENT,
         DbError::UnalignedWrite { .. } | DbError::NotSqlite => Errno::EINVAL,
         DbError::ReadOnly => Errno::EROFS,
+        DbError::OutsideTransaction(_) => Errno::EPERM,
         DbError::Log(f) => f.os.map(Errno::from_i32).unwrap_or(Errno::EIO),
         DbError::Ltx(_)
+        | DbError::Damaged(_)
         | DbError::Recovery { .. }
         | DbError::ActorGone
         | DbError::Rejected(_)

@@ -99,6 +99,12 @@ async fn run(
     let mut streams = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
+            () = store.node().resync_wanted() => {
+                // A database was found damaged here and announces no position now.
+                return Err(ReplError::Protocol(
+                    "a database needs a snapshot from the primary; reconnecting".into(),
+                ));
+            }
             s = conn.accept_uni() => {
                 let recv = s?;
                 streams.spawn(db_stream(recv, store.clone(), ack_tx.clone()));
