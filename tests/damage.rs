@@ -99,6 +99,18 @@ fn diverged(c: &Cluster, node: usize) -> bool {
     c.nodes[node].data.join("diverged").exists()
 }
 
+/// `litefleet verify --config` of (stopped) node `i`: (exit 0, output).
+fn verify(c: &Cluster, i: usize) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["verify", "--config"])
+        .arg(&c.nodes[i].cfg)
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
 /// How often node `i` started following the primary (one line per session).
 fn sessions(c: &Cluster, i: usize) -> usize {
     c.log(i).matches("following the primary").count()
@@ -289,6 +301,8 @@ fn a_flipped_page_is_found_and_a_replica_repairs_itself() {
     // On the stopped replica, mtime put back: the checksum cache must not vouch for it.
     c.stop_node(1);
     flip_page_keep_mtime(&db_file(&c, 1, "a.db"), 2);
+    let (ok, out) = verify(&c, 1);
+    assert!(!ok && out.contains("differs from its position"), "{out}");
     c.start_node(1);
     let want = c.pos(0, "a.db").unwrap();
     wait_for("n2 repaired at start", CONVERGE, || {
@@ -326,7 +340,16 @@ fn a_database_that_fails_recovery_is_quarantined_and_the_node_serves_the_rest() 
         c.wait_all_at(0, db, CONVERGE);
     }
     c.stop_node(0);
+    c.stop_node(1);
     std::fs::remove_file(db_file(&c, 0, "a.db")).unwrap();
+    // `litefleet verify` on the stopped nodes says so, and only for that database.
+    let (ok, out) = verify(&c, 0);
+    assert!(!ok, "{out}");
+    assert!(out.contains("the database file is missing"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("b.db") && l.ends_with(" ok")), "{out}");
+    let (ok, out) = verify(&c, 1);
+    assert!(ok, "{out}");
+    c.start_node(1);
     c.start_node(0);
     insert(&c, 0, "b.db", "y", 2);
     c.wait_all_at(0, "b.db", CONVERGE);

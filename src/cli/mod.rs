@@ -66,6 +66,17 @@ enum Command {
         #[arg(long)]
         mount: Option<PathBuf>,
     },
+    /// Check every database of a stopped node's data directory: each LTX file verified
+    /// completely, each database compared with its position's checksum. Read only; exits 1
+    /// if anything is wrong. (A running node scrubs itself: `data.scrub-interval`.)
+    Verify {
+        /// The node's config file (for `data.dir`).
+        #[arg(long, short = 'c')]
+        config: Option<PathBuf>,
+        /// The data directory (instead of reading the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Cluster certificates for mutual TLS between nodes.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -126,10 +137,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             interval: std::time::Duration::from_millis(interval_ms),
         }),
         Command::Promote { config, mount } => promote(config, mount),
+        Command::Verify { config, data_dir } => verify(config, data_dir),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
         }
     }
+}
+
+/// `litefleet verify`: one line per database, then problems; exit 1 if any.
+fn verify(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    let dir = match data_dir {
+        Some(d) => d,
+        None => {
+            let path = litefleet::config::Config::find(config.as_deref())
+                .context("no config file: pass --config or --data-dir")?;
+            litefleet::config::Config::load(&path, true)?.data.dir
+        }
+    };
+    let dbs = dir.join("dbs");
+    let mut names: Vec<String> = std::fs::read_dir(&dbs)
+        .with_context(|| format!("reading {}", dbs.display()))?
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    let mut bad = 0;
+    println!("{:<24} {:>6} {:>5} {:<34} status", "database", "ltx ok", "bad", "position");
+    for name in names {
+        let r = litefleet::db::verify::verify_dir(&name, &dbs.join(&name))
+            .with_context(|| format!("verifying {name}"))?;
+        let pos = r.pos.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
+        let status = if r.ok() { "ok" } else { "DAMAGED" };
+        println!("{:<24} {:>6} {:>5} {:<34} {status}", r.name, r.intact, r.bad.len(), pos);
+        for (f, why) in &r.bad {
+            println!("  bad LTX file {}: {why}", f.display());
+        }
+        for p in &r.problems {
+            println!("  {p}");
+        }
+        bad += usize::from(!r.ok());
+    }
+    Ok(if bad == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// `litefleet promote`: a write to the mount's `.promote` file does the work (see

@@ -28,6 +28,7 @@ mod log;
 mod ltxdir;
 mod recover;
 mod replica;
+pub mod verify;
 
 pub use actor::{DbMsg, LogFailure, Shared};
 pub use log::{Commit, Committed, LtxLog, WalRange};

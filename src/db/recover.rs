@@ -382,7 +382,7 @@ pub(super) fn scan_db(f: &File, ps: u32) -> io::Result<PageChecksums> {
     Ok(c)
 }
 
-fn apply_wal_txn(
+pub(super) fn apply_wal_txn(
     c: &mut PageChecksums,
     wal: &File,
     txn: &crate::core::commit::WalTxn,
