@@ -433,3 +433,35 @@ fn randomized_damage_between_restarts_loses_nothing() {
         assert!(c.primary_image("b.db") == c.replica_image(1, "b.db"), "round {round}");
     }
 }
+
+#[test]
+fn a_failing_disk_for_one_database_on_a_replica_does_not_stall_the_others() {
+    let root = tmp("damage-disk");
+    let c = Cluster::start(&root, 2);
+    for db in ["a.db", "b.db"] {
+        create(&c, db, "WAL");
+        insert(&c, 0, db, "x", 2);
+        c.wait_all_at(0, db, CONVERGE);
+    }
+    // The replica cannot write a.db's LTX files any more (immutable directory: even root
+    // gets EPERM).
+    let dir = ltx_dir(&c, 1, "a.db");
+    let chattr = |flag: &str| {
+        let st = Command::new("chattr").arg(flag).arg(&dir).status().unwrap();
+        assert!(st.success(), "chattr {flag}");
+    };
+    chattr("+i");
+    insert(&c, 0, "a.db", "stuck", 3);
+    wait_for("the replica to report the failure", CONVERGE, || {
+        c.log(1).contains("this database pauses, the others go on")
+    });
+    // b.db keeps following meanwhile, through the retries.
+    for _ in 0..3 {
+        insert(&c, 0, "b.db", "y", 1);
+        c.wait_all_at(0, "b.db", CONVERGE);
+    }
+    assert_ne!(c.pos(1, "a.db"), c.pos(0, "a.db"));
+    chattr("-i");
+    c.wait_all_at(0, "a.db", CONVERGE);
+    assert_eq!(count(&c, 1, "a.db"), 5);
+}

@@ -18,6 +18,10 @@ use crate::net::codec::FrameCodec;
 use crate::store::Store;
 use ractor::ActorRef;
 
+/// A database whose apply failed on this node's disk is retried after this long (by a
+/// reconnect); meanwhile the others keep following.
+const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// At most this many files, or bytes, are applied as one run.
 const MAX_RUN_FILES: usize = 512;
 const MAX_RUN_BYTES: usize = 32 << 20;
@@ -249,7 +253,24 @@ async fn db_stream(
             }
         };
         let files = run.len();
-        let pos = db.apply_ltx(run, resync).await?;
+        let pos = match db.apply_ltx(run, resync).await {
+            Ok(p) => p,
+            Err(crate::db::DbError::Log(f)) if f.os.is_some() => {
+                // This node's disk failed for this database (full, read-only, locked out
+                // for too long): it pauses, the others keep following. The stream is read
+                // and dropped until the session ends; a reconnect after a pause retries.
+                tracing::error!(db = %name, error = %f, retry_in = ?LOCAL_RETRY,
+                    "applying failed on this node; this database pauses, the others go on");
+                let node = store.node().clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(LOCAL_RETRY).await;
+                    node.request_resync();
+                });
+                while next_file(&mut rd, &mut asm).await?.is_some() {}
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
         store.node().heard_primary();
         if let Some(ms) = stamp {
             store.node().note_primary_time(ms);
