@@ -156,11 +156,21 @@ impl Store {
         if let Some(db) = dbs.get(name) {
             return Ok(db.clone());
         }
-        if let Some(reason) = self.quarantined.read().unwrap_or_else(|e| e.into_inner()).get(name)
-        {
-            return Err(StoreError::Quarantined { name: name.to_owned(), reason: reason.clone() });
-        }
         let dir = self.root.join("dbs").join(name);
+        let mut quarantined = self.quarantined.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(reason) = quarantined.get(name) {
+            if self.node.writable() {
+                return Err(StoreError::Quarantined { name: name.to_owned(), reason: reason.clone() });
+            }
+            // Following a primary now (a candidate that lost the election): its copy
+            // replaces ours, which is kept aside.
+            let aside = self.root.join("quarantine").join(format!("{name}-{}", now_ms()));
+            tracing::warn!(db = %name, aside = %aside.display(),
+                "quarantined database set aside: resyncing it from the primary");
+            set_aside(&dir, &aside).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+            quarantined.remove(name);
+        }
+        drop(quarantined);
         let db = Db::open(name, dir, self.opts, &self.rt, self.node.clone())?;
         dbs.insert(name.to_owned(), db.clone());
         let _ = self.created.send(name.to_owned());
