@@ -160,14 +160,18 @@ impl Store {
         let mut quarantined = self.quarantined.write().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = quarantined.get(name) {
             if self.node.writable() {
-                return Err(StoreError::Quarantined { name: name.to_owned(), reason: reason.clone() });
+                return Err(StoreError::Quarantined {
+                    name: name.to_owned(),
+                    reason: reason.clone(),
+                });
             }
             // Following a primary now (a candidate that lost the election): its copy
             // replaces ours, which is kept aside.
             let aside = self.root.join("quarantine").join(format!("{name}-{}", now_ms()));
             tracing::warn!(db = %name, aside = %aside.display(),
                 "quarantined database set aside: resyncing it from the primary");
-            set_aside(&dir, &aside).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
+            set_aside(&dir, &aside)
+                .map_err(|source| StoreError::Io { path: dir.clone(), source })?;
             quarantined.remove(name);
         }
         drop(quarantined);

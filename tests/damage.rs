@@ -373,9 +373,10 @@ fn randomized_damage_between_restarts_loses_nothing() {
     create(&c, "b.db", "DELETE");
     let mut rows = 0;
     // A new seed per run, printed; DAMAGE_SEED=<seed> replays a failure's choices.
-    let seed = std::env::var("DAMAGE_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(
-        || (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
-    );
+    let seed = std::env::var("DAMAGE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| (std::process::id() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     eprintln!("seed {seed}");
     let mut rng = seed;
     let mut next = move |n: u64| {

@@ -730,7 +730,11 @@ impl Db {
             return Ok(SyncPoint(None));
         }
         if ps == 0 || !size.is_multiple_of(ps) {
-            return Err(DbError::UnalignedWrite { offset: size, len: 0, page_size: inner.page_size });
+            return Err(DbError::UnalignedWrite {
+                offset: size,
+                len: 0,
+                page_size: inner.page_size,
+            });
         }
         self.begin_loose(inner)?;
         f.set_len(size)?;
@@ -975,7 +979,8 @@ impl Db {
             return Err(DbError::NotFound("database"));
         }
         let read = |pgno, buf: &mut [u8]| recover::read_logical_page(self, &inner, pgno, buf);
-        let (actual, out) = build_snapshot(read, ps, commit, pos.txid, self.opts_compress(), self.node_id)?;
+        let (actual, out) =
+            build_snapshot(read, ps, commit, pos.txid, self.opts_compress(), self.node_id)?;
         if actual != pos.checksum {
             return Err(DbError::Recovery {
                 name: self.name.clone(),

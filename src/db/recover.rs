@@ -23,8 +23,8 @@
 use std::fs::{self, File};
 use std::io;
 
-use super::cache::{CACHE_FILE, Cache};
 use super::LOOSE_FILE;
+use super::cache::{CACHE_FILE, Cache};
 use super::{
     Commit, Db, DbError, FileKind, Inner, LtxLog, WalRange, now_ms, read_header, read_page,
 };
@@ -234,24 +234,12 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
             let mut want = Pos { txid: s.header.max_txid, checksum: s.trailer.post_apply_checksum };
             // The position right before the newest file, if its header says.
             let before = (s.header.min_txid.0 > 1).then_some(s.header.pre_apply_checksum);
-            let wal_empty =
-                inner.wal.committed_offset() <= 32 || db.file(FileKind::Wal).is_none();
+            let wal_empty = inner.wal.committed_offset() <= 32 || db.file(FileKind::Wal).is_none();
             let mut state_checksums = checksums;
+            // The newest intact file is where the last clean shutdown ended.
+            let newest_is_clean = loaded.as_ref().is_some_and(|l| l.cache.pos == want);
             if actual != want.checksum && late_txns.is_empty() {
-                if wal_empty && before == Some(actual) {
-                    // The LTX file was written but its pages never reached the database
-                    // file (a replica's apply cut off by a crash): apply it again. Only
-                    // when the file is exactly one step ahead: re-applying an older file
-                    // onto a newer database would roll it back.
-                    tracing::warn!(db = %db.name, file = %path.display(), %actual, expected = %want.checksum,
-                        "database lags its newest LTX file: applying it again");
-                    let mut store = FileStore::from_file(dbf.try_clone()?);
-                    let r = super::LtxDir::open(path)?;
-                    if let Err(e) = reapply(r, &mut store, ps) {
-                        return Err(fail(format!("re-applying {}: {e}", path.display())));
-                    }
-                    state_checksums = scan_db(&dbf, ps)?;
-                } else if let Some(k) =
+                if let Some(k) =
                     later.iter().copied().find(|k| k.txid > want.txid && k.checksum == actual)
                 {
                     // The database is intact at a position its LTX history lost (files
@@ -259,10 +247,15 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                     // the authority. A snapshot at exactly that position continues the
                     // history every replica has; none of them is resynced backwards.
                     let commit = state_checksums.page_count();
-                    let read =
-                        |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
-                    let (sum, bytes) =
-                        super::build_snapshot(read, ps, commit, k.txid, db.opts.compress, db.node_id)?;
+                    let read = |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
+                    let (sum, bytes) = super::build_snapshot(
+                        read,
+                        ps,
+                        commit,
+                        k.txid,
+                        db.opts.compress,
+                        db.node_id,
+                    )?;
                     if sum != k.checksum {
                         return Err(fail(format!(
                             "the database changed while it was read for a snapshot at {k}"
@@ -275,6 +268,20 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                          reach: wrote a snapshot LTX file at that position (no transaction \
                          lost; replicas continue from it)");
                     want = k;
+                } else if wal_empty && (before == Some(actual) || newest_is_clean) {
+                    // The LTX file was written but its pages never reached the database
+                    // file (a replica's apply cut off by a crash), or a page it wrote was
+                    // damaged: apply it again. Only a file exactly one step ahead of the
+                    // database, or the one the last clean shutdown ended at: re-applying an
+                    // older file (a newer one lost) onto a newer database would roll it back.
+                    tracing::warn!(db = %db.name, file = %path.display(), %actual, expected = %want.checksum,
+                        "database lags its newest LTX file: applying it again");
+                    let mut store = FileStore::from_file(dbf.try_clone()?);
+                    let r = super::LtxDir::open(path)?;
+                    if let Err(e) = reapply(r, &mut store, ps) {
+                        return Err(fail(format!("re-applying {}: {e}", path.display())));
+                    }
+                    state_checksums = scan_db(&dbf, ps)?;
                 } else if loose.exists() {
                     // Writes that bypassed SQLite's journal (recorded as they happened,
                     // see `Db::write`) were cut off by a crash before they became a
@@ -496,7 +503,8 @@ fn record_whole(
         read_logical_page(db, inner, pgno, &mut buf)?;
         pages.push((pgno, buf));
     }
-    let c = Commit { page_size: ps, commit, pages, wal: None, durable: true, timestamp_ms: now_ms() };
+    let c =
+        Commit { page_size: ps, commit, pages, wal: None, durable: true, timestamp_ms: now_ms() };
     log.commit(c)?;
     Ok(())
 }

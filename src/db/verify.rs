@@ -83,14 +83,16 @@ pub fn verify_dir(name: &str, dir: &Path) -> std::io::Result<Report> {
     if dir.join(FileKind::Journal.backing_name()).exists() {
         let j = std::fs::read(dir.join(FileKind::Journal.backing_name()))?;
         if crate::core::sqlite::journal_records(&j, ps).is_some() {
-            r.problems.push("a hot journal: a transaction was cut off (the next start recovers it)".into());
+            r.problems.push(
+                "a hot journal: a transaction was cut off (the next start recovers it)".into(),
+            );
         }
     }
     match r.pos {
         None => r.problems.push("no intact LTX file (the next start writes a snapshot)".into()),
-        Some(p) if p.checksum != actual => r.problems.push(format!(
-            "the database's checksum {actual} differs from its position {p}"
-        )),
+        Some(p) if p.checksum != actual => r
+            .problems
+            .push(format!("the database's checksum {actual} differs from its position {p}")),
         Some(_) => {}
     }
     Ok(r)
