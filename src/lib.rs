@@ -6,6 +6,7 @@
 //!   filesystem, no clock reads.
 //! - [`net`]: thin I/O adapters, starting with the `tokio_util` codec over [`core::wire`].
 //! - [`fuzzing`]: plain entry points the `fuzz/` targets call, so each target stays tiny.
+//! - [`logging`]: the tracing subscriber the binary installs (`log:` settings, flood guard).
 //!
 //! Data flows: an application commits through the FUSE mount, the database's actor turns the
 //! commit into an LTX file ([`core::ltx::LtxWriter`]), and replicas receive it as wire frames,
@@ -18,6 +19,7 @@ pub mod db;
 pub mod fuse;
 pub mod fuzzing;
 pub mod lease;
+pub mod logging;
 pub mod mount;
 pub mod net;
 pub mod node;

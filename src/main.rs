@@ -9,13 +9,11 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LITEFLEET_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    // Defaults first, so every command logs; `mount` switches it in place to its config's
+    // `log:` settings (`litefleet::logging::configure`).
+    if let Err(e) = litefleet::logging::install() {
+        eprintln!("warning: {e}");
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

@@ -41,6 +41,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
          directory, ~ or /etc",
     )?;
     let config = Config::load(&path, !args.no_expand_env)?;
+    // First, before anything else logs or opens a span (the format can change only then).
+    if let Err(e) = litefleet::logging::configure(&config.log) {
+        tracing::warn!(error = %e, "log settings not applied");
+    }
     for key in config.ignored_keys() {
         tracing::warn!(
             key,

@@ -10,6 +10,7 @@ pub mod commit;
 pub mod lease;
 pub mod ltx;
 pub mod quorum;
+pub mod ratelimit;
 pub mod repl;
 #[cfg(test)]
 mod repl_sim;

@@ -40,8 +40,10 @@ const HEARTBEAT: Duration = Duration::from_millis(250);
 /// stops heartbeating. Shorter blips of Consul cost writes, not a failover.
 const SILENT_AFTER_FENCE_MS: u64 = 1000;
 
-/// Accepts connections until the endpoint closes; each replica gets a peer-link actor
-/// supervised by `sup`.
+/// Accepts connections until the endpoint closes. Each peer that completes the TLS handshake
+/// (which verifies its client certificate against the cluster CA) gets a peer-link actor
+/// supervised by `sup`; a failed handshake (wrong certificate, garbage datagrams, a timeout)
+/// is logged once at WARN with the peer's address and never becomes a link.
 pub async fn serve(
     endpoint: quinn::Endpoint,
     store: Arc<Store>,
@@ -49,27 +51,53 @@ pub async fn serve(
     sup: ActorCell,
     lease: Option<ActorRef<LeaseMsg>>,
 ) -> Result<(), ReplError> {
-    while let Some(incoming) = endpoint.accept().await {
-        let remote = incoming.remote_address();
-        let span = tracing::info_span!("replica", peer = %remote);
-        let session = Box::pin(connection(incoming, store.clone(), id.clone(), lease.clone()));
-        if let Err(e) =
-            Actor::spawn_linked(None, LinkActor, LinkArgs { span, session }, sup.clone()).await
-        {
-            tracing::error!(peer = %remote, error = %e, "starting a replica link");
+    // Handshakes in progress, owned by this future: they end with it, so a listener stopped
+    // (on demotion) never hands a late connection to a new link.
+    let mut handshakes = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => {
+                let Some(incoming) = incoming else { break };
+                let remote = incoming.remote_address();
+                handshakes.spawn(async move { (remote, incoming.await) });
+            }
+            Some(done) = handshakes.join_next(), if !handshakes.is_empty() => {
+                let (remote, conn) = match done {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::error!(error = %e, "QUIC handshake task failed");
+                        continue;
+                    }
+                };
+                let conn = match conn {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        tracing::warn!(peer = %remote, error = %e, "QUIC handshake failed");
+                        continue;
+                    }
+                };
+                let span = tracing::info_span!("replica", peer = %remote);
+                let session =
+                    Box::pin(connection(conn, store.clone(), id.clone(), lease.clone()));
+                if let Err(e) =
+                    Actor::spawn_linked(None, LinkActor, LinkArgs { span, session }, sup.clone())
+                        .await
+                {
+                    tracing::error!(peer = %remote, error = %e, "starting a replica link");
+                }
+            }
         }
     }
     Ok(())
 }
 
+/// A replica's session on a connection whose TLS handshake succeeded.
 async fn connection(
-    incoming: quinn::Incoming,
+    conn: quinn::Connection,
     store: Arc<Store>,
     id: Identity,
     lease: Option<ActorRef<LeaseMsg>>,
 ) -> Result<(), ReplError> {
-    // The TLS handshake verifies the client certificate against the cluster CA.
-    let conn = incoming.await?;
     let (send, recv) = conn.accept_bi().await?;
     let (mut wr, mut rd) = framed(send, recv);
     let hello = match next_frame(&mut rd).await? {
