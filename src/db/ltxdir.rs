@@ -43,7 +43,7 @@ impl LtxDir {
                 out.push((min, max, e.path()));
             }
         }
-        out.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        out.sort_by_key(|a| (a.1, a.0));
         Ok(out)
     }
 
