@@ -25,6 +25,7 @@ pub mod net;
 pub mod node;
 pub mod repl;
 pub mod rt;
+pub mod scrub;
 pub mod storage;
 pub mod store;
 pub mod tls;

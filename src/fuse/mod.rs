@@ -332,7 +332,11 @@ impl Fs {
             Some(Node::File(id, kind)) => {
                 let db = self.db(id)?;
                 f(&db, kind).map_err(|e| {
-                    tracing::debug!(db = db.name(), error = %e, "file operation failed");
+                    if matches!(e, DbError::OutsideTransaction(_)) {
+                        tracing::warn!(db = db.name(), error = %e, "write refused");
+                    } else {
+                        tracing::debug!(db = db.name(), error = %e, "file operation failed");
+                    }
                     errno::errno(&e)
                 })
             }
@@ -441,7 +445,10 @@ impl Fs {
             FileKind::Database => {
                 let db = self.store.create(base).map_err(|e| {
                     tracing::warn!(db = base, error = %e, "cannot create database");
-                    Errno::EINVAL
+                    match e {
+                        crate::store::StoreError::Quarantined { .. } => Errno::EIO,
+                        _ => Errno::EINVAL,
+                    }
                 })?;
                 db.create_database().map_err(|e| errno::errno(&e))?;
                 db
@@ -684,6 +691,27 @@ impl Filesystem for Fs {
         // non-interruptible FLUSH that only the dying process could answer. `NOFLUSH` on
         // every open covers the rest of that hazard (see there).
         reply.error(Errno::ENOSYS);
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        // The close already returned to the application; a failure here can only be logged.
+        // Writes outside a transaction stay pending then, and the next commit point (or
+        // startup recovery, which finds their marker) records them.
+        if let Some(Node::File(..)) = self.node(ino)
+            && let Err(e) = self.file_op(ino, |db, kind| db.release(kind))
+        {
+            tracing::warn!(error = ?e, "recording writes outside a transaction at close failed");
+        }
+        reply.ok();
     }
 
     fn fsync(

@@ -409,67 +409,93 @@ async fn catch_up(
     if target.txid == Txid::ZERO {
         return Ok(at);
     }
-    let dir = db.ltx_dir().clone();
-    let files = tokio::task::spawn_blocking(move || dir.list())
-        .await
-        .map_err(|e| ReplError::Protocol(e.to_string()))??;
-    let ranges: Vec<(Txid, Txid)> = files.iter().map(|(a, b, _)| (*a, *b)).collect();
-    let deleted = !db.exists();
-    let history = match at {
-        Some(p) if p.txid > Txid::ZERO && p.txid < target.txid => {
-            let near: Vec<PathBuf> = files
-                .iter()
-                .filter(|(min, max, _)| *max == p.txid || min.0 == p.txid.0 + 1)
-                .map(|(_, _, path)| path.clone())
-                .collect();
-            let b = tokio::task::spawn_blocking(move || boundaries(&near))
-                .await
-                .map_err(|e| ReplError::Protocol(e.to_string()))??;
-            on_history(p, &b)
-        }
-        _ => None,
-    };
-    let plan_kind = plan(at, target, &ranges, deleted, history);
-    match plan_kind.clone() {
-        Plan::UpToDate => {}
-        Plan::Files(idx) => {
-            for i in idx {
-                let path = files[i].2.clone();
-                let bytes = tokio::task::spawn_blocking(move || std::fs::read(path))
+    // Planned again after a damaged file was set aside (at most once per file).
+    'plan: loop {
+        let dir = db.ltx_dir().clone();
+        let files = tokio::task::spawn_blocking(move || dir.list())
+            .await
+            .map_err(|e| ReplError::Protocol(e.to_string()))??;
+        let ranges: Vec<(Txid, Txid)> = files.iter().map(|(a, b, _)| (*a, *b)).collect();
+        let deleted = !db.exists();
+        let history = match at {
+            Some(p) if p.txid > Txid::ZERO && p.txid < target.txid => {
+                let near: Vec<PathBuf> = files
+                    .iter()
+                    .filter(|(min, max, _)| *max == p.txid || min.0 == p.txid.0 + 1)
+                    .map(|(_, _, path)| path.clone())
+                    .collect();
+                let b = tokio::task::spawn_blocking(move || boundaries(&near))
                     .await
                     .map_err(|e| ReplError::Protocol(e.to_string()))??;
-                let bytes = Bytes::from(bytes);
+                on_history(p, &b)
+            }
+            _ => None,
+        };
+        let plan_kind = plan(at, target, &ranges, deleted, history);
+        match plan_kind.clone() {
+            Plan::UpToDate => {}
+            Plan::Files(idx) => {
+                for i in idx {
+                    let path = files[i].2.clone();
+                    // Every file read from disk is verified before it is sent: a file damaged
+                    // at rest (a flipped bit the checksum cache could not see) is set aside and
+                    // the replica gets a snapshot instead, rather than refusing the same file
+                    // on every reconnect.
+                    let read = tokio::task::spawn_blocking(move || read_verified(&path))
+                        .await
+                        .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                    let bytes = match read {
+                        Ok(b) => Bytes::from(b),
+                        Err(()) => continue 'plan,
+                    };
+                    let (_, pos) = file_pos(&bytes)
+                        .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
+                    send_ltx(wr, db.name(), epoch, bytes, false).await?;
+                    at = Some(pos);
+                }
+            }
+            Plan::Deletion(i) => {
+                let bytes = Bytes::from(std::fs::read(&files[i].2)?);
                 let (_, pos) = file_pos(&bytes)
                     .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
                 send_ltx(wr, db.name(), epoch, bytes, false).await?;
                 at = Some(pos);
             }
-        }
-        Plan::Deletion(i) => {
-            let bytes = Bytes::from(std::fs::read(&files[i].2)?);
-            let (_, pos) = file_pos(&bytes)
-                .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
-            send_ltx(wr, db.name(), epoch, bytes, false).await?;
-            at = Some(pos);
-        }
-        Plan::Snapshot(_) | Plan::Resync(_) => {
-            let resync = matches!(plan_kind, Plan::Resync(_));
-            match &plan_kind {
-                Plan::Resync(why) => tracing::warn!(?why, replica = ?at, primary = %target,
+            Plan::Snapshot(_) | Plan::Resync(_) => {
+                let resync = matches!(plan_kind, Plan::Resync(_));
+                match &plan_kind {
+                    Plan::Resync(why) => tracing::warn!(?why, replica = ?at, primary = %target,
                     "replica's history is not ours: sending a resync snapshot (it sets its \
                      own LTX files aside)"),
-                _ => tracing::info!(reason = ?plan_kind, replica = ?at, primary = %target,
+                    _ => tracing::info!(reason = ?plan_kind, replica = ?at, primary = %target,
                     "sending a snapshot"),
+                }
+                let d = db.clone();
+                let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
+                    .await
+                    .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                send_ltx(wr, db.name(), epoch, Bytes::from(bytes), resync).await?;
+                at = Some(pos);
             }
-            let d = db.clone();
-            let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
-                .await
-                .map_err(|e| ReplError::Protocol(e.to_string()))??;
-            send_ltx(wr, db.name(), epoch, Bytes::from(bytes), resync).await?;
-            at = Some(pos);
+        }
+        return Ok(at);
+    }
+}
+
+/// Reads the LTX file at `path` and verifies it completely. A damaged file is renamed
+/// `*.ltx.damaged` (kept for inspection, out of the history) and logged: `Ok(Err(()))`.
+fn read_verified(path: &std::path::Path) -> std::io::Result<Result<Vec<u8>, ()>> {
+    let bytes = std::fs::read(path)?;
+    match crate::core::ltx::verify(std::io::Cursor::new(&bytes[..]), bytes.len() as u64) {
+        Ok(_) => Ok(Ok(bytes)),
+        Err(e) => {
+            let aside = path.with_extension("ltx.damaged");
+            tracing::error!(file = %path.display(), error = %e, aside = %aside.display(),
+                "LTX file on disk is damaged: moved aside; replicas that need it get a snapshot");
+            std::fs::rename(path, &aside)?;
+            Ok(Err(()))
         }
     }
-    Ok(at)
 }
 
 /// Positions known from the header (pre-apply) and trailer (post-apply) of `paths`.
