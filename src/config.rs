@@ -474,6 +474,15 @@ impl Config {
         if self.fuse.dir.as_os_str().is_empty() {
             return invalid("fuse.dir", "must be set");
         }
+        // Refused rather than resolved: the mount point is where every application and
+        // every ownership check (another node's, `/proc/self/mountinfo`) finds the node, and
+        // a relative one moves with the directory the node happens to be started from.
+        if self.fuse.dir.is_relative() {
+            return invalid(
+                "fuse.dir",
+                &format!("must be an absolute path, not {}", self.fuse.dir.display()),
+            );
+        }
         if self.data.dir.as_os_str().is_empty() {
             return invalid("data.dir", "must be set");
         }
@@ -662,12 +671,12 @@ lease:
         assert_eq!(x("${}"), "");
         assert_eq!(expand_env("plain", &env), "plain");
         let c = Config::parse(
-            "fuse: {dir: $A}\ndata: {dir: /y}\nlease: {type: static}\n",
+            "fuse: {dir: /$A}\ndata: {dir: /y}\nlease: {type: static}\n",
             Path::new("f"),
             &env,
             false,
         );
-        assert_eq!(c.unwrap().fuse.dir, PathBuf::from("$A"), "no expansion when disabled");
+        assert_eq!(c.unwrap().fuse.dir, PathBuf::from("/$A"), "no expansion when disabled");
     }
 
     #[test]
@@ -685,6 +694,8 @@ lease:
     fn invalid_settings_are_named() {
         let cases = [
             ("fuse: {dir: /x}\ndata: {dir: /x}\nlease: {type: static}\n", "fuse.dir"),
+            ("fuse: {dir: mnt}\ndata: {dir: /y}\nlease: {type: static}\n", "fuse.dir"),
+            ("fuse: {dir: ./mnt}\ndata: {dir: /y}\nlease: {type: static}\n", "fuse.dir"),
             ("fuse: {dir: /x}\ndata: {dir: /x/data}\nlease: {type: static}\n", "fuse.dir"),
             ("fuse: {dir: /x}\ndata: {dir: /y}\n", "lease.type"),
             ("fuse: {dir: /x}\ndata: {dir: /y}\nlease: {type: etcd}\n", "lease.type"),

@@ -2,13 +2,18 @@
 //! primary and replicas over QUIC with mutual TLS, temporary directories, loopback ports),
 //! a writer committing to `demo.db` on the primary, and a live line with each node's
 //! position and lag. Prints the mount path so a person can open the
-//! database with `sqlite3`; cleans up on Ctrl-C (or after `--duration`).
+//! database with `sqlite3`; cleans up on Ctrl-C, SIGTERM or SIGHUP (or after `--duration`):
+//! every node stopped, every mount gone, the directory removed.
+//!
+//! The nodes run in their own process group (a terminal's Ctrl-C and hangup reach only the
+//! demo, which stops them in order), and each dies with the demo: it gets SIGTERM when the
+//! demo ends in any way, SIGKILL included (`PR_SET_PDEATHSIG`), and unmounts on it. Only
+//! the directory stays behind after a SIGKILL.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,6 +51,9 @@ impl Drop for Cleanup {
 fn wait_mounted(mnt: &Path, child: &mut Child) -> anyhow::Result<()> {
     let t = Instant::now();
     while !litefleet::mount::is_mounted(mnt) {
+        if STOP.load(Ordering::SeqCst) {
+            bail!("interrupted while starting the nodes");
+        }
         if let Some(st) = child.try_wait()? {
             bail!("the node exited before mounting: {st}");
         }
@@ -59,12 +67,13 @@ fn wait_mounted(mnt: &Path, child: &mut Child) -> anyhow::Result<()> {
 
 #[allow(clippy::disallowed_methods)]
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let stop = Arc::new(AtomicBool::new(false));
-    install_sigint(stop.clone());
+    install_stop_handler()?;
     let root = args.dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("litefleet-demo-{}", std::process::id()))
     });
     std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    // Absolute: it becomes each node's fuse.dir and data.dir (a relative fuse.dir is refused).
+    let root = root.canonicalize().with_context(|| format!("resolving {}", root.display()))?;
     let mut cleanup = Cleanup { root: root.clone(), nodes: Vec::new() };
     let exe = std::env::current_exe()?;
 
@@ -107,17 +116,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             ),
         )?;
         let log = std::fs::File::create(node.join("node.log"))?;
-        let child = Command::new(&exe)
-            .arg("mount")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("mount")
             .arg("--config")
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
-            // Ctrl-C reaches the demo; it stops the nodes itself, in order.
-            .process_group(0)
-            .spawn()
-            .with_context(|| format!("starting {name}"))?;
+            // Ctrl-C and a hangup reach the demo; it stops the nodes itself, in order.
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         cleanup.nodes.push((mnt.clone(), child));
         wait_mounted(&mnt, &mut cleanup.nodes[i].1)?;
         mounts.push(mnt);
@@ -152,7 +161,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let mut commits = 0u64;
     let mut last_us = 0u128;
     let mut out = std::io::stdout();
-    while !stop.load(Ordering::SeqCst) && args.duration.is_none_or(|d| start.elapsed() < d) {
+    while !STOP.load(Ordering::SeqCst) && args.duration.is_none_or(|d| start.elapsed() < d) {
         let t = Instant::now();
         insert.execute([])?;
         last_us = t.elapsed().as_micros();
@@ -181,20 +190,66 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn install_sigint(stop: Arc<AtomicBool>) {
-    // A plain flag set from a signal-waiting thread (no async-signal-unsafe work in a
-    // handler): block SIGINT/SIGTERM here and wait for them on a thread.
-    litefleet::mount::block_shutdown_signals();
-    std::thread::spawn(move || {
-        // SAFETY: sigwait on a stack sigset holding SIGINT and SIGTERM.
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGINT);
-            libc::sigaddset(&mut set, libc::SIGTERM);
-            let mut sig = 0;
-            libc::sigwait(&set, &mut sig);
+/// The signals that stop the demo (and clean up): Ctrl-C, `kill`, a closed terminal.
+const STOP_SIGNALS: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP];
+
+/// Set by [`on_stop_signal`]; the demo's loops poll it.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_sig: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Installs a handler for [`STOP_SIGNALS`]. A handler, not a blocked mask and `sigwait`:
+/// a process-directed signal goes to any thread that does not block it, and threads
+/// started before the demo runs (the logger's) would take the default action, killing the
+/// demo without cleanup. Children start with default dispositions (exec resets handlers).
+fn install_stop_handler() -> anyhow::Result<()> {
+    for sig in STOP_SIGNALS {
+        // SAFETY: a zeroed sigaction is valid; the handler only stores to an atomic.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = on_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            bail!("installing the handler for signal {sig}: {}", io::Error::last_os_error());
         }
-        stop.store(true, Ordering::SeqCst);
-    });
+    }
+    // Unblocked in this thread (a parent may have blocked them), so a handler runs.
+    // SAFETY: sigset initialised by sigemptyset/sigaddset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in STOP_SIGNALS {
+            libc::sigaddset(&mut set, sig);
+        }
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+    }
+    Ok(())
+}
+
+/// Makes the child get SIGTERM when the demo dies, however it dies (a `litefleet mount`
+/// unmounts and exits on it). Hazard: the kernel sends it when the *thread* that spawned the
+/// child exits, so nodes must be spawned from the main thread, which lives as long as the
+/// demo.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id() as i32;
+    // SAFETY: the closure runs in the forked child before exec and makes only
+    // async-signal-safe calls (prctl, getppid), allocating nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The demo died between fork and prctl: no signal would come; give up.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        })
+    };
 }

@@ -1,20 +1,21 @@
 //! `litefleet mount`: run a node in the foreground.
 //!
-//! Startup order: config → data directory (recovery of every database) → FUSE mount →
-//! `exec` commands. Runs until SIGINT/SIGTERM (forwarded to the `exec` child, whose exit code
-//! becomes ours) or until the `exec` child exits; then unmounts cleanly.
+//! Startup order: config → ownership (the data directory's lock; fuse.dir not a live mount)
+//! → data directory (recovery of every database) → replication (its UDP port bound) → FUSE
+//! mount → `exec` commands. Runs until SIGINT/SIGTERM (forwarded to the `exec` child, whose
+//! exit code becomes ours) or until the `exec` child exits; then unmounts cleanly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use litefleet::config::{Config, ExecCmd};
 use litefleet::core::types::NodeId;
 use litefleet::db::DbOptions;
-use litefleet::mount::Mounted;
+use litefleet::mount::{DataDirLock, MountOpts, Mounted};
 use litefleet::store::Store;
 
 pub struct MountArgs {
@@ -36,6 +37,7 @@ fn random_node_id() -> NodeId {
 pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     litefleet::mount::block_shutdown_signals();
     block_sigchld();
+    forward_stray_signals()?;
     let path = Config::find(args.config.as_deref()).context(
         "no config file: pass --config, or put litefleet.yml / litefs.yml in the current \
          directory, ~ or /etc",
@@ -51,10 +53,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             "config section accepted for LiteFS compatibility but not implemented; ignored"
         );
     }
-    if !args.skip_unmount && litefleet::mount::is_mounted(&config.fuse.dir) {
-        tracing::warn!(path = %config.fuse.dir.display(), "unmounting a stale mount");
-        litefleet::mount::clear_stale(&config.fuse.dir)?;
-    }
+    // Ownership before anything else touches either directory: the data directory is this
+    // process's from here to its exit (a second node on it refuses, naming this pid), and a
+    // live mount at fuse.dir is refused; only a dead one is cleared (not with
+    // --skip-unmount). Mounting checks fuse.dir again (another node may have mounted since).
+    let _data_lock = DataDirLock::acquire(&config.data.dir)?;
+    litefleet::mount::prepare_mount_point(&config.fuse.dir, !args.skip_unmount)?;
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
@@ -73,8 +77,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     );
     let _rt_guard = rt.enter();
     let replication = super::replication::start(&config, &store, node_id, &rt)?;
-    let mounted =
-        Mounted::mount(store.clone(), &config.fuse.dir, config.fuse.allow_other, args.threads)?;
+    let opts = MountOpts {
+        allow_other: config.fuse.allow_other,
+        threads: args.threads,
+        clear_stale: !args.skip_unmount,
+    };
+    let mounted = Mounted::mount_with(store.clone(), &config.fuse.dir, opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(store.clone(), &config, stop.clone());
 
@@ -109,7 +117,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::SeqCst);
     retention.thread().unpark();
     let _ = retention.join();
-    if let Some(sup) = replication {
+    if let Some(repl) = replication {
         // A primary first lets its candidates catch up, so whoever takes the lease next
         // has every commit this node accepted (asynchronous replication loses none).
         #[allow(clippy::disallowed_methods)] // the shell owns the clock
@@ -129,7 +137,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             Err(e) => tracing::warn!(error = %e, "draining before shutdown failed"),
         }
         // Read-only first, then the lease is released and every link closed.
-        let _ = rt.block_on(sup.stop_and_wait(Some("shutting down".into()), Some(SHUTDOWN)));
+        let _ = rt.block_on(repl.sup.stop_and_wait(Some("shutting down".into()), Some(SHUTDOWN)));
     }
     mounted.unmount()?;
     for db in store.list() {
@@ -202,6 +210,45 @@ fn block_sigchld() {
         libc::sigaddset(&mut set, libc::SIGCHLD);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
+}
+
+/// The signals the main thread takes with [`wait_signal`].
+const WAITED: [i32; 3] = [libc::SIGINT, libc::SIGTERM, libc::SIGCHLD];
+
+/// The main thread's kernel thread id, for [`forward_to_main`].
+static MAIN_TID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward_to_main(sig: libc::c_int) {
+    // Async-signal-safe: an atomic load and two plain syscalls.
+    let tid = MAIN_TID.load(Ordering::Relaxed);
+    // SAFETY: tgkill to a thread of this process; the main thread blocks `sig`, so it
+    // stays pending there until `wait_signal` takes it.
+    unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, sig) };
+}
+
+/// Hands the main thread the signals it waits for even when they land elsewhere. The
+/// kernel delivers a process-directed signal to any thread that does not block it, and a
+/// thread started before this function's caller set its mask (the logger's, started by
+/// `main`) does not: there SIGTERM would kill the node without unmounting, and SIGCHLD
+/// would be dropped. Seen when a demo is killed: each node gets its parent-death SIGTERM
+/// once per thread of the dying demo, the second one while the node is shutting down.
+fn forward_stray_signals() -> anyhow::Result<()> {
+    // SAFETY: gettid has no preconditions.
+    MAIN_TID.store(unsafe { libc::syscall(libc::SYS_gettid) } as i32, Ordering::Relaxed);
+    for sig in WAITED {
+        // SAFETY: a zeroed sigaction is valid; the handler is async-signal-safe.
+        let rc = unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = forward_to_main as extern "C" fn(libc::c_int) as libc::sighandler_t;
+            sa.sa_flags = libc::SA_RESTART;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, std::ptr::null_mut())
+        };
+        if rc != 0 {
+            bail!("installing a handler for signal {sig}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// Waits for SIGINT, SIGTERM or SIGCHLD.

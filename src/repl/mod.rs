@@ -4,6 +4,7 @@
 
 pub mod link;
 pub mod primary;
+pub mod probe;
 pub mod replica;
 pub mod supervisor;
 

@@ -41,6 +41,9 @@ pub struct SupArgs {
     pub id: Identity,
     /// Where the QUIC server listens while this node is the primary.
     pub listen: SocketAddr,
+    /// `listen`, bound at startup (so a port in use fails startup): the first listener
+    /// serves on it; later ones bind `listen` again.
+    pub listen_socket: Option<std::net::UdpSocket>,
     /// `quic.primary-addr`: dial this instead of the holder's advertise URL.
     pub primary_override: Option<String>,
     pub backend: Arc<dyn LeaseBackend>,
@@ -146,7 +149,15 @@ impl SupState {
                         return;
                     }
                 };
-                match quinn::Endpoint::server(cfg, self.args.listen) {
+                let made = match self.args.listen_socket.take() {
+                    Some(socket) => quinn::default_runtime()
+                        .ok_or_else(|| std::io::Error::other("no async runtime"))
+                        .and_then(|rt| {
+                            quinn::Endpoint::new(Default::default(), Some(cfg), socket, rt)
+                        }),
+                    None => quinn::Endpoint::server(cfg, self.args.listen),
+                };
+                match made {
                     Ok(ep) => {
                         tracing::info!(addr = %self.args.listen, "serving replicas over QUIC");
                         self.server = Some(ep.clone());
