@@ -223,6 +223,14 @@ fn writes_that_bypass_sqlite_become_replicated_transactions() {
     assert_eq!(count(&c, 1, "a.db"), 50, "the replica has the copied rows");
     assert!(c.primary_image("a.db") == c.replica_image(1, "a.db"));
 
+    // `cp` of a database file onto the mount (writes of many pages at once) replicates too.
+    let cp = Command::new("cp").arg(&src).arg(c.db(0, "c.db")).output().unwrap();
+    assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
+    wait_for("n2 to get the copied c.db", CONVERGE, || {
+        c.pos(1, "c.db").is_some() && c.pos(1, "c.db") == c.pos(0, "c.db")
+    });
+    assert_eq!(count(&c, 1, "c.db"), 50);
+
     // It survives restarts (twice), and every other database with it.
     for _ in 0..2 {
         c.stop_node(0);
@@ -465,4 +473,30 @@ fn a_failing_disk_for_one_database_on_a_replica_does_not_stall_the_others() {
     chattr("-i");
     c.wait_all_at(0, "a.db", CONVERGE);
     assert_eq!(count(&c, 1, "a.db"), 5);
+}
+
+#[test]
+fn a_snapshot_of_a_damaged_primary_database_is_never_sent() {
+    let root = tmp("damage-snap");
+    let mut c = Cluster::start(&root, 2);
+    for db in ["a.db", "b.db"] {
+        create(&c, db, "DELETE");
+        insert(&c, 0, db, "x", 6);
+        c.wait_all_at(0, db, CONVERGE);
+    }
+    // The replica loses its copy of b.db and needs a snapshot; the primary's file of b.db is
+    // damaged behind its back meanwhile (no scrub runs in this test).
+    c.stop_node(1);
+    std::fs::remove_dir_all(c.nodes[1].data.join("dbs").join("b.db")).unwrap();
+    flip(&db_file(&c, 0, "b.db"), 4096 + 3000);
+    c.start_node(1);
+    wait_for("the primary to find b.db damaged", CONVERGE, || {
+        c.log(0).contains("database damaged on the primary")
+    });
+    // a.db keeps replicating on the same connection; b.db takes no writes on the primary.
+    insert(&c, 0, "a.db", "y", 2);
+    c.wait_all_at(0, "a.db", CONVERGE);
+    let (ok, text) = c.sql(0, "b.db", "INSERT INTO t(tag) VALUES ('refused');");
+    assert!(!ok, "{text}");
+    assert!(c.pos(1, "b.db").is_none(), "no damaged snapshot reached the replica");
 }

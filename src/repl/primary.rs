@@ -378,7 +378,21 @@ async fn db_stream(
         let mut events = db.events();
         let mut at = replica;
         loop {
-            at = catch_up(&db, &mut wr, at, epoch).await?;
+            at = match catch_up(&db, &mut wr, at, epoch).await {
+                Ok(at) => at,
+                Err(ReplError::Db(crate::db::DbError::Recovery { reason, .. })) => {
+                    // The database does not read back as its position (a snapshot checks
+                    // that): damaged here. It stops being served to this replica, and takes
+                    // no more writes; the replicas keep their copies, and the connection
+                    // goes on for the other databases.
+                    tracing::error!(%reason,
+                        "database damaged on the primary: not replicated from here, writes \
+                         refused");
+                    db.mark_damaged(reason);
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             // Live: one file per transaction, straight from memory.
             loop {
                 match events.recv().await {
