@@ -97,6 +97,14 @@ pub struct DataConfig {
     pub retention: Duration,
     #[serde(default = "one_minute", deserialize_with = "duration")]
     pub retention_monitor_interval: Duration,
+    /// litefleet: how often every database is compared with its position's checksum
+    /// (`0s`: only at startup). Writes to a database wait while it is read.
+    #[serde(default = "one_hour", deserialize_with = "duration")]
+    pub scrub_interval: Duration,
+}
+
+fn one_hour() -> Duration {
+    Duration::from_secs(3600)
 }
 
 fn default_data_dir() -> PathBuf {
@@ -122,6 +130,7 @@ impl Default for DataConfig {
             compress: true,
             retention: ten_minutes(),
             retention_monitor_interval: one_minute(),
+            scrub_interval: one_hour(),
         }
     }
 }

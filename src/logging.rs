@@ -109,6 +109,20 @@ struct Handles {
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
 
+/// Runs `f` with every blockable signal blocked in the calling thread, then restores its mask.
+fn with_signals_blocked<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: signal-mask manipulation on stack sigsets owned by this frame.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
 /// Installs the global subscriber with the default settings (text, no timestamps, INFO, or
 /// `LITEFLEET_LOG`) and starts the summary thread. Call once, before anything logs.
 pub fn install() -> Result<(), LoggingError> {
@@ -124,10 +138,15 @@ pub fn install() -> Result<(), LoggingError> {
         .map_err(|_| LoggingError::AlreadyInstalled)?;
     // invariant: set_global_default succeeds once per process, so HANDLES is still empty.
     let _ = HANDLES.set(Handles { filter: filter_handle, output: output_handle, spans });
-    std::thread::Builder::new()
-        .name("log-summaries".into())
-        .spawn(move || summaries(&shared))
-        .map_err(LoggingError::Thread)?;
+    // The thread starts with every signal blocked (a new thread inherits its creator's
+    // mask): the process's signals belong to the threads that wait for them (`mount`'s main
+    // thread takes SIGINT/SIGTERM/SIGCHLD with sigwait, the demo's handlers SIGHUP too), and
+    // the kernel would otherwise deliver one here, where its default action kills the
+    // process without unmounting.
+    let spawned = with_signals_blocked(|| {
+        std::thread::Builder::new().name("log-summaries".into()).spawn(move || summaries(&shared))
+    });
+    spawned.map_err(LoggingError::Thread)?;
     if let Some((value, error)) = bad_env {
         tracing::warn!(%value, %error, "{ENV} is not a valid filter; ignored");
     }

@@ -85,6 +85,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     let mounted = Mounted::mount_with(store.clone(), &config.fuse.dir, opts)?;
     let stop = Arc::new(AtomicBool::new(false));
     let retention = spawn_retention(store.clone(), &config, stop.clone());
+    let scrub = litefleet::scrub::spawn(store.clone(), config.data.scrub_interval, stop.clone());
 
     // exec: the CLI's command overrides the config's.
     let cmds: Vec<ExecCmd> = if !args.exec.is_empty() {
@@ -117,6 +118,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     stop.store(true, Ordering::SeqCst);
     retention.thread().unpark();
     let _ = retention.join();
+    scrub.thread().unpark();
+    let _ = scrub.join();
     if let Some(repl) = replication {
         // A primary first lets its candidates catch up, so whoever takes the lease next
         // has every commit this node accepted (asynchronous replication loses none).
