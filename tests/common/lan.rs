@@ -8,6 +8,12 @@
 //! nobody has. Frames still leave, the bridge floods them, and every receiver drops them as
 //! not addressed to it; senders see no error and time out, exactly like a real partition.
 //! Healing deletes the entries; ARP finds the real addresses again.
+//!
+//! Hazard: a Docker engine on the host sets the iptables FORWARD policy to DROP and loads
+//! `br_netfilter`, which sends frames crossing a bridge through that chain: node-to-node
+//! traffic would vanish (node-to-host traffic takes INPUT and still works, so only the
+//! nodes' QUIC links break). The bridge's own traffic is accepted explicitly, first in the
+//! chain, for as long as the LAN exists.
 
 use std::process::Command;
 
@@ -43,6 +49,7 @@ impl Lan {
         ip(&["link", "add", &bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("10.{net}.200.1/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
+        forward_rule("-I", &bridge);
         let mut lan = Lan { names: Vec::new(), bridge, tag: tag.to_owned(), net };
         for i in 0..n {
             let ns = format!("{tag}{i}");
@@ -127,5 +134,18 @@ impl Drop for Lan {
             let _ = Command::new("ip").args(["netns", "del", ns]).output();
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).output();
+        forward_rule("-D", &self.bridge);
+    }
+}
+
+/// Inserts (`-I`) or deletes (`-D`) the FORWARD rule accepting traffic within `bridge`. Without
+/// iptables (no Docker on the host, no filtering) there is nothing to do.
+fn forward_rule(op: &str, bridge: &str) {
+    let args = [op, "FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"];
+    match Command::new("iptables").args(args).output() {
+        Ok(out) if !out.status.success() && op == "-I" => {
+            eprintln!("iptables {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        _ => {}
     }
 }
