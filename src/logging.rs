@@ -13,11 +13,13 @@
 //! replaces the level from the config when set.
 //!
 //! The flood guard lets each callsite (one log line in the source) emit [`BURST`] events per
-//! [`WINDOW`] ([`DEBUG_BURST`] at DEBUG and TRACE), counts the rest, and once the window is
+//! [`WINDOW`] at ERROR, WARN and INFO, counts the rest, and once the window is
 //! over logs one line at the callsite's level, target `litefleet::suppressed`: "suppressed N
 //! repeated log lines", with the site's target, location and first suppressed message. A
 //! background thread emits those summaries; counts not yet reported when the process exits
-//! are lost (at most one window's worth per site).
+//! are lost (at most one window's worth per site). DEBUG and TRACE lines are never limited:
+//! they are off unless asked for (`log.debug`, `LITEFLEET_LOG`), and whoever asks for them
+//! is diagnosing and needs every line (one per transaction is normal there).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,8 +41,6 @@ pub const ENV: &str = "LITEFLEET_LOG";
 pub const SUMMARY_TARGET: &str = "litefleet::suppressed";
 /// Events each callsite may emit per window at ERROR, WARN and INFO.
 pub const BURST: u32 = 10;
-/// Events each callsite may emit per window at DEBUG and TRACE (per-transaction lines).
-pub const DEBUG_BURST: u32 = 100;
 /// The rate limiter's window.
 pub const WINDOW: Duration = Duration::from_secs(10);
 /// Longest sleep of the summary thread: a summary is logged at most this long after its
@@ -282,20 +282,19 @@ impl RateLimit {
     }
 }
 
-fn budget(level: &Level) -> Budget {
-    let burst = if *level >= Level::DEBUG { DEBUG_BURST } else { BURST };
-    Budget { burst, window_ms: WINDOW.as_millis() as u64 }
+fn budget() -> Budget {
+    Budget { burst: BURST, window_ms: WINDOW.as_millis() as u64 }
 }
 
 impl<S: Subscriber> Layer<S> for RateLimit {
     fn event_enabled(&self, event: &Event<'_>, _ctx: Context<'_, S>) -> bool {
         let meta = event.metadata();
-        if meta.target() == SUMMARY_TARGET {
+        if meta.target() == SUMMARY_TARGET || *meta.level() >= Level::DEBUG {
             return true;
         }
         let site = Site(meta);
         let now = self.shared.now_ms();
-        let verdict = self.shared.lock().handle_event(now, &site, budget(meta.level()));
+        let verdict = self.shared.lock().handle_event(now, &site, budget());
         match verdict {
             Verdict::Emit => true,
             Verdict::Suppress { first } => {

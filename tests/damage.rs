@@ -210,16 +210,18 @@ fn writes_that_bypass_sqlite_become_replicated_transactions() {
          INSERT INTO t(tag, v) SELECT 'copied', randomblob(300) FROM n;",
     );
     assert!(ok, "{text}");
+    let before = c.pos(0, "a.db").unwrap();
     let dd = Command::new("dd")
         .arg(format!("if={}", src.display()))
         .arg(format!("of={}", c.db(0, "a.db").display()))
-        .arg("bs=4096")
+        .args(["bs=4096", "conv=fsync"])
         .output()
         .unwrap();
     assert!(dd.status.success(), "{}", String::from_utf8_lossy(&dd.stderr));
+    // dd's fsync made the writes a transaction before it returned.
     let p = c.pos(0, "a.db").unwrap();
+    assert!(p.txid.0 > before.txid.0 + 1, "a deletion (O_TRUNC), then the writes: {p}");
     wait_for("n2 to get the copied database", CONVERGE, || c.pos(1, "a.db") == c.pos(0, "a.db"));
-    assert!(p.txid.0 > 2, "-pos moved: {p}");
     assert_eq!(count(&c, 1, "a.db"), 50, "the replica has the copied rows");
     assert!(c.primary_image("a.db") == c.replica_image(1, "a.db"));
 
@@ -227,7 +229,7 @@ fn writes_that_bypass_sqlite_become_replicated_transactions() {
     let cp = Command::new("cp").arg(&src).arg(c.db(0, "c.db")).output().unwrap();
     assert!(cp.status.success(), "{}", String::from_utf8_lossy(&cp.stderr));
     wait_for("n2 to get the copied c.db", CONVERGE, || {
-        c.pos(1, "c.db").is_some() && c.pos(1, "c.db") == c.pos(0, "c.db")
+        c.pos(1, "c.db").is_some_and(|p| p.txid.0 > 0) && c.pos(1, "c.db") == c.pos(0, "c.db")
     });
     assert_eq!(count(&c, 1, "c.db"), 50);
 
@@ -242,6 +244,7 @@ fn writes_that_bypass_sqlite_become_replicated_transactions() {
     // Random pages written into the middle: the replica gets exactly the same bytes.
     let junk = root.join("junk");
     std::fs::write(&junk, vec![0xa5u8; 8192]).unwrap();
+    let before = c.pos(0, "a.db").unwrap();
     let dd = Command::new("dd")
         .arg(format!("if={}", junk.display()))
         .arg(format!("of={}", c.db(0, "a.db").display()))
@@ -249,6 +252,8 @@ fn writes_that_bypass_sqlite_become_replicated_transactions() {
         .output()
         .unwrap();
     assert!(dd.status.success(), "{}", String::from_utf8_lossy(&dd.stderr));
+    // No fsync: the close (FUSE release, answered after close returned) records them.
+    wait_for("-pos to move", CONVERGE, || c.pos(0, "a.db") != Some(before));
     wait_for("n2 to get the junk", CONVERGE, || c.pos(1, "a.db") == c.pos(0, "a.db"));
     let img = std::fs::read(db_file(&c, 0, "a.db")).unwrap();
     assert!(img == c.replica_image(1, "a.db"), "the nodes hold the same bytes");

@@ -140,6 +140,14 @@ pub enum ApplyError {
     Hole { pgno: PageNo, pages: u32 },
     #[error("snapshot page {pgno} leaves a hole past page {pages}")]
     SnapshotHole { pgno: PageNo, pages: u32 },
+    /// The database holds transactions this node wrote as a primary after `since` that no
+    /// other node confirmed, and the file covers them from before (`min` to `max`, the
+    /// database strictly inside): applying it could overwrite them unseen, since the
+    /// post-apply check passes whenever they changed only pages the file rewrites.
+    #[error(
+        "own transactions after {since} unconfirmed, and the file ({min}..={max}) covers them from before: histories may differ"
+    )]
+    Unconfirmed { since: Txid, min: Txid, max: Txid },
 }
 
 impl ApplyError {
@@ -151,7 +159,10 @@ impl ApplyError {
     pub fn is_divergence(&self) -> bool {
         matches!(
             self,
-            ApplyError::PreApply { .. } | ApplyError::PostApply { .. } | ApplyError::Hole { .. }
+            ApplyError::PreApply { .. }
+                | ApplyError::PostApply { .. }
+                | ApplyError::Hole { .. }
+                | ApplyError::Unconfirmed { .. }
         )
     }
 }
@@ -171,7 +182,17 @@ pub struct Incoming {
 
 impl Incoming {
     /// Decodes `r` (a whole LTX file of `len` bytes) and checks it applies to `state`.
-    pub fn check<R: Read>(r: R, len: u64, state: &DbState) -> Result<Incoming, ApplyError> {
+    ///
+    /// `own_since`: this node wrote the transactions after this TXID itself, as a primary,
+    /// and no other node has confirmed them yet (see [`ApplyError::Unconfirmed`]). A file
+    /// that starts right after the database's position confirms the whole history (its
+    /// pre-apply checksum must match); one the database sits strictly inside cannot.
+    pub fn check<R: Read>(
+        r: R,
+        len: u64,
+        state: &DbState,
+        own_since: Option<Txid>,
+    ) -> Result<Incoming, ApplyError> {
         let mut rd = LtxReader::new(r, len)?;
         let h = *rd.header();
         let snapshot = h.is_snapshot();
@@ -179,6 +200,16 @@ impl Incoming {
             let at = state.pos;
             if at.txid.0 + 1 < h.min_txid.0 || at.txid >= h.max_txid {
                 return Err(ApplyError::Position { at, min: h.min_txid, max: h.max_txid });
+            }
+            let inside = h.min_txid.0 <= at.txid.0;
+            if let Some(since) = own_since
+                && since < at.txid
+                && inside
+            {
+                // Read the file anyway: a damaged file is a refusal, not a divergence.
+                while rd.next_page()?.is_some() {}
+                rd.finish()?;
+                return Err(ApplyError::Unconfirmed { since, min: h.min_txid, max: h.max_txid });
             }
             if at.txid.0 + 1 == h.min_txid.0 && at.checksum != h.pre_apply_checksum {
                 return Err(ApplyError::PreApply {
@@ -365,13 +396,38 @@ mod tests {
             state.checksums.set(PageNo(p), page_checksum(PageNo(p), &[0; 512]));
         }
         let f = file(3, 8, 6, &[1, 5, 6]);
-        let e = Incoming::check(&f[..], f.len() as u64, &state).unwrap_err();
+        let e = Incoming::check(&f[..], f.len() as u64, &state, None).unwrap_err();
         assert!(matches!(e, ApplyError::Hole { .. }) && e.is_divergence(), "{e}");
         // The same file damaged in transit: its own checksum fails first, not a divergence.
         let mut bad = f.clone();
         let at = bad.len() - 40;
         bad[at] ^= 1;
-        let e = Incoming::check(&bad[..], bad.len() as u64, &state).unwrap_err();
+        let e = Incoming::check(&bad[..], bad.len() as u64, &state, None).unwrap_err();
+        assert!(!e.is_divergence(), "{e}");
+    }
+
+    #[test]
+    fn own_unconfirmed_transactions_are_never_covered_from_before() {
+        // A replica at TXID 6 whose transactions after 4 it wrote itself as a primary; the
+        // new primary's ranged file 3..=8 rewrites exactly the pages they changed, so the
+        // post-apply check alone would pass and overwrite them unseen.
+        let mut state = DbState { pos: pos(6, 3), page_size: 512, ..DbState::default() };
+        for p in 1..=2 {
+            state.checksums.set(PageNo(p), page_checksum(PageNo(p), &[9; 512]));
+        }
+        let f = file(3, 8, 2, &[1, 2]);
+        let e = Incoming::check(&f[..], f.len() as u64, &state, Some(t(4))).unwrap_err();
+        assert!(matches!(e, ApplyError::Unconfirmed { .. }) && e.is_divergence(), "{e}");
+        // Without own transactions (or with all of them confirmed) the range applies.
+        let ok = |since| Incoming::check(&f[..], f.len() as u64, &state, since);
+        let promised = ok(None).unwrap_err();
+        assert!(matches!(promised, ApplyError::PostApply { .. }), "the fixture's end checksum");
+        assert!(matches!(ok(Some(t(6))).unwrap_err(), ApplyError::PostApply { .. }));
+        // A damaged file stays a refusal.
+        let mut bad = f.clone();
+        let at = bad.len() - 40;
+        bad[at] ^= 1;
+        let e = Incoming::check(&bad[..], bad.len() as u64, &state, Some(t(4))).unwrap_err();
         assert!(!e.is_divergence(), "{e}");
     }
 

@@ -159,7 +159,7 @@ impl Replica {
             f[i] ^= 0x40;
         }
         let before = (self.state.pos, self.store.bytes.clone());
-        match Incoming::check(&f[..], f.len() as u64, &self.state) {
+        match Incoming::check(&f[..], f.len() as u64, &self.state, None) {
             Ok(inc) => {
                 assert!(inc.pos.txid >= self.state.pos.txid, "TXID went backwards");
                 if inc.snapshot {

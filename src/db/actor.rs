@@ -267,12 +267,21 @@ impl DbActorState {
                         }
                     }
                     Err(DbError::Rejected(why)) => {
-                        // Damaged in transit or at rest on the primary: never applied. The
-                        // next session announces no position for this database, so the
-                        // primary sends a snapshot instead of the same file again.
+                        // Damaged in transit or at rest on the primary, or a file that does
+                        // not fit this database (a history the primary does not share):
+                        // never applied. The next session announces no position for this
+                        // database, so the primary sends a snapshot instead of the same file
+                        // again. The local LTX files are set aside first, as for a
+                        // divergence: they may hold transactions no other node has (a copy
+                        // too many, never one too few).
+                        let why = format!("replicated LTX refused: {why}");
                         tracing::error!(db = %self.apply.name, error = %why,
-                            "replicated LTX refused; asking the primary for a snapshot");
-                        self.shared.set_resync(true);
+                            "asking the primary for a snapshot");
+                        match super::replica::set_aside(&mut self.log, &self.apply, &why) {
+                            Ok(()) => self.shared.set_resync(true),
+                            Err(e) => tracing::error!(db = %self.apply.name, error = %e,
+                                "cannot set the LTX files aside; not resyncing"),
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(db = %self.apply.name, error = %e, "replicated LTX refused")

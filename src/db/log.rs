@@ -80,7 +80,16 @@ pub struct LtxLog {
     pos_tx: watch::Sender<Pos>,
     events: broadcast::Sender<Arc<Committed>>,
     last_ltx_ms: Arc<AtomicI64>,
+    /// This node wrote the transactions after this TXID itself (as a primary) and no
+    /// other node has confirmed them: kept in [`OWN_FILE`] (durable before the first of
+    /// them is written), cleared when a replicated file continues exactly from this node's
+    /// position (its pre-apply checksum proves the whole history) or a snapshot replaces
+    /// it. See `core::repl::ApplyError::Unconfirmed`.
+    pub(super) own_since: Option<Txid>,
 }
+
+/// File under `dbs/<name>/` holding [`LtxLog::own_since`] (a decimal TXID).
+pub const OWN_FILE: &str = "own-since";
 
 impl LtxLog {
     pub fn new(name: &str, dir: LtxDir, opts: DbOptions) -> LtxLog {
@@ -97,6 +106,41 @@ impl LtxLog {
             pos_tx,
             events,
             last_ltx_ms: Arc::new(AtomicI64::new(0)),
+            own_since: None,
+        }
+        .with_own_since()
+    }
+
+    fn own_path(&self) -> PathBuf {
+        self.dir.path().parent().unwrap_or(self.dir.path()).join(OWN_FILE)
+    }
+
+    fn with_own_since(mut self) -> LtxLog {
+        self.own_since = std::fs::read_to_string(self.own_path())
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .map(Txid);
+        self
+    }
+
+    /// Records (once per term) that this node's own transactions start after `pre`.
+    fn note_own(&mut self, pre: Txid) -> Result<(), DbError> {
+        if self.own_since.is_some() {
+            return Ok(());
+        }
+        let path = self.own_path();
+        let mut f = File::create(&path)?;
+        std::io::Write::write_all(&mut f, format!("{}\n", pre.0).as_bytes())?;
+        f.sync_all()?;
+        self.own_since = Some(pre);
+        Ok(())
+    }
+
+    /// This node's history was confirmed by, or replaced with, the primary's.
+    fn confirm_own(&mut self) {
+        if self.own_since.take().is_some() {
+            let _ = std::fs::remove_file(self.own_path());
+            tracing::debug!(db = %self.name, "own transactions confirmed by the primary");
         }
     }
 
@@ -245,6 +289,8 @@ impl LtxLog {
     /// Writes the staged file (page cache only: see [`LtxLog::sync`]). On failure the
     /// staged transactions stay staged, to be retried.
     pub fn flush(&mut self) -> Result<(), DbError> {
+        let Some(pre) = self.staged.as_ref().map(|s| s.pre.txid) else { return Ok(()) };
+        self.note_own(pre)?;
         let Some(st) = self.staged.take() else { return Ok(()) };
         let pages: Vec<(PageNo, &[u8])> =
             st.pages.iter().map(|(p, d)| (*p, d.as_slice())).collect();
@@ -316,6 +362,7 @@ impl LtxLog {
         })?;
         self.flush()?;
         let pre = self.state.pos;
+        self.note_own(pre.txid)?;
         let post = Pos { txid, checksum: PageChecksums::new().checksum() };
         let file = self.encode(pre, post, page_size, 0, timestamp_ms, None, &[])?;
         self.dir.write_file(txid, txid, &file, true)?;
@@ -344,6 +391,9 @@ impl LtxLog {
     /// Takes the position of a file applied on a replica (see `replica::apply`).
     pub fn adopt(&mut self, inc: &crate::core::repl::Incoming) {
         let pre = self.state.pos;
+        if inc.snapshot || inc.min_txid.0 == pre.txid.0 + 1 {
+            self.confirm_own();
+        }
         inc.commit_to(&mut self.state);
         self.deleted = inc.commit == 0;
         self.last_ltx_ms.store(inc.timestamp_ms, Ordering::Relaxed);

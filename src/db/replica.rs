@@ -180,7 +180,7 @@ pub fn apply_run(
 
 /// Verifies and applies one LTX file; returns the new position.
 pub fn apply(log: &mut LtxLog, ctx: &mut ApplyCtx, ltx: &[u8]) -> Result<Pos, DbError> {
-    let inc = Incoming::check(ltx, ltx.len() as u64, &log.state).map_err(|e| {
+    let inc = Incoming::check(ltx, ltx.len() as u64, &log.state, log.own_since).map_err(|e| {
         if e.is_divergence() {
             DbError::Diverged(e.to_string())
         } else {
