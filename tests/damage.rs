@@ -331,6 +331,18 @@ fn a_flipped_page_is_found_and_a_replica_repairs_itself() {
     assert!(c.log(1).contains("scrub: database differs from its position"), "{}", c.log(1));
     assert_eq!(count(&c, 1, "a.db"), 8);
 
+    // An LTX file damaged at rest on the running primary (written a minute ago, so it has
+    // settled): the scrub moves it aside.
+    let files = ltx_files(&c, 0, "a.db");
+    let victim = files[files.len() / 2].clone();
+    flip(&victim, std::fs::metadata(&victim).unwrap().len() / 2);
+    let st = Command::new("touch").args(["-m", "-d", "1 minute ago"]).arg(&victim).status();
+    assert!(st.unwrap().success());
+    wait_for("the scrub to set the LTX file aside", CONVERGE, || {
+        victim.with_extension("ltx.damaged").exists()
+    });
+    assert!(c.log(0).contains("scrub: LTX file is damaged"));
+
     // On the running primary: writes to that database are refused, the others go on.
     flip(&db_file(&c, 0, "b.db"), 4096 + 3000);
     wait_for("the primary's scrub to find b.db", CONVERGE, || {
