@@ -151,7 +151,16 @@ pub struct DbActorState {
     apply: super::replica::ApplyCtx,
     flush_armed: bool,
     sync_armed: bool,
+    /// Replicated files refused one after the other (reset by any applied file).
+    refused_in_a_row: u32,
 }
+
+/// Refused files in a row after which a replica stops asking for files and asks for a
+/// snapshot. One refusal is usually a race (a file the replica already has, from a stream
+/// that started before its last apply) and the next session plans again from the announced
+/// position, which keeps the primary's divergence checks; only a refusal that persists
+/// needs the snapshot.
+const REFUSALS_BEFORE_SNAPSHOT: u32 = 3;
 
 pub struct DbActorArgs {
     pub log: LtxLog,
@@ -175,6 +184,7 @@ impl Actor for DbActor {
             apply: args.apply,
             flush_armed: false,
             sync_armed: false,
+            refused_in_a_row: 0,
         })
     }
 
@@ -255,7 +265,10 @@ impl DbActorState {
                     .and_then(|()| super::replica::apply_run(&mut self.log, &mut self.apply, &ltxs))
                     .and_then(|p| self.log.sync().map(|()| p));
                 match &r {
-                    Ok(_) => self.shared.set_resync(false),
+                    Ok(_) => {
+                        self.shared.set_resync(false);
+                        self.refused_in_a_row = 0;
+                    }
                     Err(DbError::Diverged(why)) => {
                         // Found here (inside a ranged file the primary could not check):
                         // keep the local history aside and ask for a snapshot next session.
@@ -267,20 +280,27 @@ impl DbActorState {
                         }
                     }
                     Err(DbError::Rejected(why)) => {
-                        // Damaged in transit or at rest on the primary, or a file that does
-                        // not fit this database (a history the primary does not share):
-                        // never applied. The next session announces no position for this
-                        // database, so the primary sends a snapshot instead of the same file
-                        // again. The local LTX files are set aside first, as for a
-                        // divergence: they may hold transactions no other node has (a copy
-                        // too many, never one too few).
-                        let why = format!("replicated LTX refused: {why}");
-                        tracing::error!(db = %self.apply.name, error = %why,
-                            "asking the primary for a snapshot");
-                        match super::replica::set_aside(&mut self.log, &self.apply, &why) {
-                            Ok(()) => self.shared.set_resync(true),
-                            Err(e) => tracing::error!(db = %self.apply.name, error = %e,
-                                "cannot set the LTX files aside; not resyncing"),
+                        self.refused_in_a_row += 1;
+                        if self.refused_in_a_row < REFUSALS_BEFORE_SNAPSHOT {
+                            tracing::warn!(db = %self.apply.name, error = %why,
+                                in_a_row = self.refused_in_a_row, "replicated LTX refused");
+                        } else {
+                            // It persists (damaged in transit again and again, or a file that
+                            // never fits this database): the next session announces no
+                            // position for this database, so the primary sends a snapshot
+                            // instead of the same file. The local LTX files are set aside
+                            // first, as for a divergence: without a position the primary
+                            // cannot check this history, and it may hold transactions no
+                            // other node has (a copy too many, never one too few).
+                            self.refused_in_a_row = 0;
+                            let why = format!("replicated LTX refused repeatedly: {why}");
+                            tracing::error!(db = %self.apply.name, error = %why,
+                                "asking the primary for a snapshot");
+                            match super::replica::set_aside(&mut self.log, &self.apply, &why) {
+                                Ok(()) => self.shared.set_resync(true),
+                                Err(e) => tracing::error!(db = %self.apply.name, error = %e,
+                                    "cannot set the LTX files aside; not resyncing"),
+                            }
                         }
                     }
                     Err(e) => {
