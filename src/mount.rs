@@ -28,6 +28,8 @@ use crate::store::Store;
 pub enum MountError {
     #[error("mount point {path}: {source}")]
     MountPoint { path: PathBuf, source: io::Error },
+    #[error("node-local files directory {path}: {source}")]
+    LocalDir { path: PathBuf, source: io::Error },
     #[error("mounting FUSE at {path}: {source}")]
     Fuse { path: PathBuf, source: io::Error },
     /// Something live is mounted there: it is never taken over.
@@ -487,7 +489,9 @@ impl Mounted {
         let MountOpts { allow_other, threads, clear_stale } = opts;
         prepare_mount_point(path, clear_stale)?;
         let notifier = Arc::new(OnceLock::new());
-        let fs = Fs::new(store.clone(), notifier.clone());
+        let fs = Fs::new(store.clone(), notifier.clone()).map_err(|source| {
+            MountError::LocalDir { path: store.root().join(crate::fuse::LOCAL_DIR), source }
+        })?;
         store.node().set_kernel(fs.kernel(path));
         let mut config = Config::default();
         let fsname = own_fsname();

@@ -154,20 +154,3 @@ fn many_databases_in_one_mount() {
     }
     node.stop();
 }
-
-#[test]
-fn other_files_are_refused_clearly() {
-    let node = Node::start(&tmp("modes-other"));
-    let e = std::fs::create_dir(node.mnt.join("dir")).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-    // A plain text file is not a database: its first write fails with EINVAL.
-    let e = std::fs::write(node.mnt.join("notes.txt"), b"hello").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
-    node.sql("r.db", "CREATE TABLE t(x);");
-    let e = std::fs::rename(node.db_path("r.db"), node.mnt.join("s.db")).unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
-    // `-pos` takes positions to wait for (read-your-writes), nothing else.
-    let e = std::fs::write(node.mnt.join("r.db-pos"), b"x").unwrap_err();
-    assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
-    node.stop();
-}

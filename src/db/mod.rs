@@ -457,6 +457,26 @@ impl Db {
         Ok(())
     }
 
+    /// Makes the file at `from` (a node-local `<db>-journal`, `-wal` or `-shm` made
+    /// before the database existed, or a copy) this database's file of `kind`: moved, not
+    /// copied, so a hot journal keeps its contents for SQLite to roll back.
+    pub fn adopt(&self, kind: FileKind, from: &Path) -> Result<(), DbError> {
+        if kind == FileKind::Database {
+            return Err(DbError::NotFound("an auxiliary file kind"));
+        }
+        self.check_writable()?;
+        let _g = self.lock();
+        if self.file(kind).is_some() {
+            return Err(io::Error::from_raw_os_error(libc::EEXIST).into());
+        }
+        let to = self.dir.join(kind.backing_name());
+        fs::rename(from, &to)?;
+        let f = open_rw(&to, false)?;
+        self.set_file(kind, Some(Arc::new(f)));
+        tracing::info!(db = %self.name, file = kind.suffix(), "node-local file adopted by the database");
+        Ok(())
+    }
+
     /// Reads from the backing file; short only at end of file.
     pub fn read(&self, kind: FileKind, buf: &mut [u8], offset: u64) -> Result<usize, DbError> {
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
@@ -497,9 +517,18 @@ impl Db {
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         match kind {
             FileKind::Database => {
-                if offset == 0 {
-                    // Page 1 carries the page size and journal mode.
-                    let h = DbHeader::parse(data).map_err(|_| DbError::NotSqlite)?;
+                if offset < 100 {
+                    // Page 1 carries the page size and journal mode: whatever writes into
+                    // the header (SQLite a whole page, a tool a few bytes) must leave a
+                    // valid one, or no transaction of this file could be read back.
+                    let mut head = [0u8; 100];
+                    if offset > 0 || data.len() < 100 {
+                        let _ = f.pread_exact(&mut head, 0)?;
+                    }
+                    let at = offset as usize;
+                    let n = data.len().min(100 - at);
+                    head[at..at + n].copy_from_slice(&data[..n]);
+                    let h = DbHeader::parse(&head).map_err(|_| DbError::NotSqlite)?;
                     inner.mode = h.journal_mode();
                     if inner.page_size == 0 {
                         inner.page_size = h.page_size;
@@ -508,9 +537,14 @@ impl Db {
                     return Err(DbError::NotSqlite);
                 }
                 let ps = inner.page_size;
-                if !offset.is_multiple_of(u64::from(ps))
-                    || data.is_empty()
-                    || !data.len().is_multiple_of(ps as usize)
+                let end = offset + data.len() as u64;
+                // SQLite writes whole pages. A tool may write part of one (a byte patch,
+                // `dd`): accepted inside the file, or when it ends on a page boundary, so
+                // the file stays whole pages.
+                if data.is_empty()
+                    || (!(offset.is_multiple_of(u64::from(ps))
+                        && data.len().is_multiple_of(ps as usize))
+                        && !(end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len()))
                 {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
                 }
@@ -518,7 +552,7 @@ impl Db {
                 // journal holds a header with its magic: SQLite writes it before any page of
                 // the database), or a checkpoint (every page has a committed WAL frame).
                 let first = offset / u64::from(ps) + 1;
-                let n = (data.len() / ps as usize) as u64;
+                let n = (end - 1) / u64::from(ps) + 2 - first;
                 let wal_frames = inner.wal.indexed_pages() > 0;
                 let checkpoint = wal_frames
                     && (first..first + n).all(|p| {

@@ -1,26 +1,42 @@
-//! The FUSE filesystem: a flat directory of databases.
+//! The FUSE filesystem: databases in the root directory, and node-local files anywhere.
 //!
 //! | Name | Backing | Behaviour |
 //! |---|---|---|
-//! | `<db>` | `dbs/<db>/database` | read/write; writes must be whole pages (EINVAL otherwise); the first write to a new database must be a SQLite header at offset 0 |
+//! | `<db>` | `dbs/<db>/database` | read/write; SQLite writes whole pages; a tool may patch bytes inside the file (a write into the header must leave a valid one, EINVAL otherwise) |
 //! | `<db>-journal`, `<db>-wal`, `<db>-shm` | `dbs/<db>/journal` … | read/write passthrough; commit detection happens here |
-//! | `<db>-pos` | generated | reads `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS; a write of a position (that text, or a bare `%016x` TXID) returns once this node reached that TXID (read-your-writes on a replica), ETIMEDOUT after [`WAIT_TIMEOUT`] |
+//! | `<db>-pos` | generated | reads `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS; a write of a position (that text, or a bare `%016x` TXID) returns once this node reached that TXID (read-your-writes on a replica), ETIMEDOUT after [`WAIT_TIMEOUT`]; `unlink` succeeds and changes nothing (so `rm test.db*` works) |
+//! | anything else, and every directory | `local/<path>` | node-local ([`local`]): plain passthrough, never replicated |
 //!
-//! Other files: creating any other name creates a database of that name (as LiteFS does), so
-//! a plain non-SQLite file cannot be stored: its first write fails with EINVAL. `mkdir`,
-//! `rename`, links and symlinks are refused with EPERM. `rm <db>` deletes the database
-//! (a deletion LTX file is written); the `-pos` file stays readable.
+//! **What is a database.** A new file in the root starts node-local. It becomes a database
+//! when its first write, into the still empty file, is a SQLite header at offset 0 (SQLite
+//! creating a database, `cp`, `.backup`, `VACUUM INTO`): the database is created, the file
+//! keeps its inode, and node-local `<name>-journal`/`-wal`/`-shm` files made before (SQLite
+//! creates a new database's journal before its first page) are adopted by it. A file whose
+//! first write is anything else (a script, a super-journal `<db>-mj…`, a lock file) stays
+//! node-local. Inside a database's names, the database wins: `<db>-journal` of an existing
+//! database is its journal. On a replica the root belongs to the primary's databases: a new
+//! file there is refused with EROFS (SQLite then opens read-only and says "attempt to write a
+//! readonly database"); directories, and everything in them, are node-local and writable on
+//! every node.
 //!
-//! Callbacks are thin: they parse the inode, call [`Db`], and map errors through
-//! [`errno::errno`]. POSIX locks are left to the kernel (FUSE_POSIX_LOCKS is not requested):
-//! every process using the database goes through this one mount on this one host, where the
-//! kernel's lock table is authoritative, and no lock call costs a round trip to us.
+//! **Renames** between node-local names pass through. A rename of a database's file, onto
+//! one, or of a node-local SQLite database into the root fails with EXDEV: `mv` and Tcl's
+//! `file rename` then copy and delete, so the copy becomes a replicated database (one
+//! transaction) and the source goes with its own deletion. Hard links fail with EPERM.
+//!
+//! Callbacks are thin: they parse the inode, call [`Db`] or [`Local`], and map errors
+//! through [`errno::errno`]. POSIX locks are left to the kernel (FUSE_POSIX_LOCKS is not
+//! requested): every process using the database goes through this one mount on this one
+//! host, where the kernel's lock table is authoritative, and no lock call costs a round trip
+//! to us.
 
 pub mod errno;
+mod inodes;
+pub mod local;
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -33,6 +49,8 @@ use fuser::{
 use crate::db::{Db, DbError, FileKind, SyncPoint};
 use crate::node::KernelCache;
 use crate::store::Store;
+use inodes::{Inodes, LAG_INO, Node, PRIMARY_INO, ROOT};
+use local::Local;
 
 /// How long the kernel may cache entries (positive and negative) and attributes.
 ///
@@ -56,134 +74,79 @@ pub const PROMOTE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A write to `<db>-pos` waits at most this long for the position.
 pub const WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Inodes per database: database, journal, wal, shm, pos.
-const SLOTS: u64 = 8;
-
-/// A file in the mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Node {
-    Root,
-    /// `.primary`: the primary's hostname, on a replica connected to one.
-    Primary,
-    /// `.lag`: milliseconds behind the primary, `%+010d\n`.
-    Lag,
-    /// `.promote` (not listed): a write asks the primary for the lease and returns once
-    /// this node is the primary; a read says why the last request failed.
-    Promote,
-    File(u64, FileKind),
-    Pos(u64),
-}
-
-/// Database name ↔ small id, stable for the life of the process (inode numbers derive from
-/// it).
-#[derive(Default)]
-struct Ids {
-    by_name: HashMap<String, u64>,
-    names: Vec<String>,
-}
-
 /// The filesystem. See the module docs.
 pub struct Fs {
     store: Arc<Store>,
-    ids: Arc<Mutex<Ids>>,
+    inodes: Arc<Mutex<Inodes>>,
+    local: Local,
+    /// Serialises turning local files into databases ([`Fs::promote`]).
+    promoting: Mutex<()>,
     uid: u32,
     gid: u32,
     /// Set after mounting; used to drop kernel caches of deleted databases.
     notifier: Arc<OnceLock<Notifier>>,
 }
 
-fn slot(kind: FileKind) -> u64 {
-    match kind {
-        FileKind::Database => 0,
-        FileKind::Journal => 1,
-        FileKind::Wal => 2,
-        FileKind::Shm => 3,
-    }
-}
-
-const POS_SLOT: u64 = 4;
-
 impl Fs {
-    pub fn new(store: Arc<Store>, notifier: Arc<OnceLock<Notifier>>) -> Fs {
+    /// The filesystem over `store`; node-local files live in `<data.dir>/local/`.
+    pub fn new(store: Arc<Store>, notifier: Arc<OnceLock<Notifier>>) -> std::io::Result<Fs> {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
-        let ids = Arc::new(Mutex::new(Ids::default()));
-        Fs { store, ids, uid, gid, notifier }
+        let local = Local::open(store.root().join(LOCAL_DIR))?;
+        let inodes = Arc::new(Mutex::new(Inodes::default()));
+        Ok(Fs { store, inodes, local, promoting: Mutex::new(()), uid, gid, notifier })
     }
 
     /// The handle databases use to invalidate the kernel's caches (see [`KernelCache`]).
     pub fn kernel(&self, mount: &std::path::Path) -> Arc<dyn KernelCache> {
         Arc::new(Kernel {
             mount: mount.to_owned(),
-            ids: self.ids.clone(),
+            inodes: self.inodes.clone(),
             notifier: self.notifier.clone(),
         })
     }
 
+    fn table(&self) -> MutexGuard<'_, Inodes> {
+        self.inodes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn id(&self, name: &str) -> u64 {
-        let mut ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(id) = ids.by_name.get(name) {
-            return *id;
-        }
-        let id = ids.names.len() as u64;
-        ids.names.push(name.to_owned());
-        ids.by_name.insert(name.to_owned(), id);
-        id
+        self.table().id(name)
     }
 
     fn name_of(&self, id: u64) -> Option<String> {
-        let ids = self.ids.lock().unwrap_or_else(|e| e.into_inner());
-        ids.names.get(id as usize).cloned()
+        self.table().name_of(id).map(str::to_owned)
     }
 
     fn ino(&self, node: Node) -> INodeNo {
-        ino_of(node)
+        INodeNo(self.table().ino(node))
     }
 
     fn node(&self, ino: INodeNo) -> Option<Node> {
-        if ino.0 == PRIMARY_INO {
-            return Some(Node::Primary);
+        self.table().node(ino.0)
+    }
+
+    /// The backing path (relative to the local tree) of a local inode, ENOENT if unlinked.
+    fn local_path(&self, ino: u64) -> Result<PathBuf, Errno> {
+        self.table().path(ino).ok_or(Errno::ENOENT)
+    }
+
+    /// The backing path of `name` in the local directory `parent`.
+    fn child_path(&self, parent: INodeNo, name: &OsStr) -> Result<PathBuf, Errno> {
+        if parent.0 == ROOT {
+            return Ok(PathBuf::from(name));
         }
-        if ino.0 == PROMOTE_INO {
-            return Some(Node::Promote);
+        match self.node(parent) {
+            Some(Node::Local(p)) => Ok(self.local_path(p)?.join(name)),
+            Some(Node::Root) => Ok(PathBuf::from(name)),
+            Some(_) => Err(Errno::ENOTDIR),
+            None => Err(Errno::ENOENT),
         }
-        if ino.0 == LAG_INO {
-            return Some(Node::Lag);
-        }
-        node_of(ino)
     }
 }
 
-const PRIMARY_INO: u64 = 1 << 62;
-const LAG_INO: u64 = (1 << 62) + 1;
-const PROMOTE_INO: u64 = (1 << 62) + 2;
-
-fn ino_of(node: Node) -> INodeNo {
-    INodeNo(match node {
-        Node::Root => 1,
-        Node::Primary => PRIMARY_INO,
-        Node::Lag => LAG_INO,
-        Node::Promote => PROMOTE_INO,
-        Node::File(id, kind) => 2 + id * SLOTS + slot(kind),
-        Node::Pos(id) => 2 + id * SLOTS + POS_SLOT,
-    })
-}
-
-fn node_of(ino: INodeNo) -> Option<Node> {
-    if ino.0 == 1 {
-        return Some(Node::Root);
-    }
-    let n = ino.0.checked_sub(2)?;
-    let (id, s) = (n / SLOTS, n % SLOTS);
-    Some(match s {
-        0 => Node::File(id, FileKind::Database),
-        1 => Node::File(id, FileKind::Journal),
-        2 => Node::File(id, FileKind::Wal),
-        3 => Node::File(id, FileKind::Shm),
-        4 => Node::Pos(id),
-        _ => return None,
-    })
-}
+/// Where node-local files live, under the data directory.
+pub const LOCAL_DIR: &str = "local";
 
 /// Whether the request comes from a thread of this process (FUSE reports the calling
 /// thread's id, not the process id).
@@ -191,10 +154,14 @@ fn own_thread(tid: u32) -> bool {
     std::path::Path::new(&format!("/proc/self/task/{tid}")).exists()
 }
 
+fn io_errno(e: std::io::Error) -> Errno {
+    e.raw_os_error().map(Errno::from_i32).unwrap_or(Errno::EIO)
+}
+
 /// [`KernelCache`] for this mount.
 struct Kernel {
     mount: std::path::PathBuf,
-    ids: Arc<Mutex<Ids>>,
+    inodes: Arc<Mutex<Inodes>>,
     notifier: Arc<OnceLock<Notifier>>,
 }
 
@@ -205,11 +172,15 @@ impl KernelCache for Kernel {
 
     fn db_changed(&self, name: &str, pages: Option<&[(u64, u64)]>) {
         let Some(n) = self.notifier.get() else { return };
-        let id = self.ids.lock().unwrap_or_else(|e| e.into_inner()).by_name.get(name).copied();
-        if let Some(id) = id {
+        let inos = {
+            let t = self.inodes.lock().unwrap_or_else(|e| e.into_inner());
+            t.known_id(name)
+                .map(|id| (t.ino(Node::File(id, FileKind::Database)), t.ino(Node::Pos(id))))
+        };
+        if let Some((ino, pos)) = inos {
             // Whole page cache and attributes (size) of the database file; attributes of
             // the -pos file.
-            let ino = ino_of(Node::File(id, FileKind::Database));
+            let ino = INodeNo(ino);
             match pages {
                 // Only what changed: readers keep the rest of their cache.
                 Some(ranges) => {
@@ -222,13 +193,13 @@ impl KernelCache for Kernel {
                     let _ = n.inval_inode(ino, 0, 0);
                 }
             }
-            let _ = n.inval_inode(ino_of(Node::Pos(id)), -1, 0);
+            let _ = n.inval_inode(INodeNo(pos), -1, 0);
         }
         // A negative entry cached before the database existed here would hide it (a new
         // database always starts with a snapshot or deletion: `pages` is None then).
         if pages.is_none() {
             for name in [name.to_owned(), format!("{name}-pos")] {
-                let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+                let _ = n.inval_entry(INodeNo(ROOT), OsStr::new(&name));
             }
         }
     }
@@ -253,7 +224,16 @@ impl Fs {
         (name, Some(FileKind::Database), false)
     }
 
-    fn attr(&self, node: Node) -> Result<FileAttr, Errno> {
+    /// Whether a root-level name may not be used by a node-local entry: the generated
+    /// files, and every `-pos` name (a database of that base name would hide it).
+    fn reserved(name: &OsStr) -> bool {
+        match name.to_str() {
+            Some(n) => matches!(n, ".primary" | ".lag" | ".promote") || n.ends_with("-pos"),
+            None => false,
+        }
+    }
+
+    fn attr(&self, node: Node, fh: Option<FileHandle>) -> Result<FileAttr, Errno> {
         #[allow(clippy::disallowed_methods)]
         let now = SystemTime::now();
         let base = |kind, size, perm, mtime| FileAttr {
@@ -298,29 +278,64 @@ impl Fs {
                 let ms = db.last_ltx_ms().max(0) as u64;
                 base(FileType::RegularFile, 34, 0o644, UNIX_EPOCH + Duration::from_millis(ms))
             }
+            Node::Local(ino) => {
+                // Through an open handle when there is one: the file may be unlinked.
+                let md = match fh.and_then(|fh| self.local.handle(fh.0)) {
+                    Some(f) => f.metadata(),
+                    None => self.local.lstat(&self.local_path(ino)?),
+                };
+                local::attr(ino, &md.map_err(io_errno)?)
+            }
         })
     }
 
-    fn lookup_name(&self, name: &OsStr) -> Result<Node, Errno> {
-        let name = name.to_str().ok_or(Errno::ENOENT)?;
-        match name {
-            ".primary" if self.store.node().primary().is_some() => return Ok(Node::Primary),
-            ".primary" => return Err(Errno::ENOENT),
-            ".lag" => return Ok(Node::Lag),
-            ".promote" => return Ok(Node::Promote),
-            _ => {}
+    /// What `name` in `parent` is. In the root a database's names win over node-local
+    /// files (see the module docs).
+    fn lookup_name(&self, parent: INodeNo, name: &OsStr) -> Result<Node, Errno> {
+        if parent.0 != ROOT {
+            let rel = self.child_path(parent, name)?;
+            self.local.lstat(&rel).map_err(io_errno)?;
+            return Ok(Node::Local(self.table().local(parent.0, name)));
         }
-        let (base, kind, pos) = Self::parse_name(name);
-        let db = self.store.get(base).ok_or(Errno::ENOENT)?;
-        let id = self.id(base);
-        if pos {
-            return Ok(Node::Pos(id));
+        if let Some(text) = name.to_str() {
+            match text {
+                ".primary" if self.store.node().primary().is_some() => return Ok(Node::Primary),
+                ".primary" => return Err(Errno::ENOENT),
+                ".lag" => return Ok(Node::Lag),
+                ".promote" => return Ok(Node::Promote),
+                _ => {}
+            }
+            let (base, kind, pos) = Self::parse_name(text);
+            if let Some(db) = self.store.get(base) {
+                let id = self.id(base);
+                if pos {
+                    return Ok(Node::Pos(id));
+                }
+                if db.exists() {
+                    let kind = kind.ok_or(Errno::ENOENT)?;
+                    if db.file(kind).is_some() {
+                        return Ok(Node::File(id, kind));
+                    }
+                    // A node-local file of this name (made before the database existed, or
+                    // by a copy): the database's file now. On a replica it stays hidden.
+                    let rel = PathBuf::from(name);
+                    let is_file = self.local.lstat(&rel).is_ok_and(|m| m.is_file());
+                    if is_file && self.store.node().writable() {
+                        db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
+                        let mut t = self.table();
+                        if let Some(l) = t.local_known(ROOT, name) {
+                            t.to_db(l, id, kind);
+                        }
+                        return Ok(Node::File(id, kind));
+                    }
+                    return Err(Errno::ENOENT);
+                }
+            } else if pos {
+                return Err(Errno::ENOENT);
+            }
         }
-        let kind = kind.ok_or(Errno::ENOENT)?;
-        if db.file(kind).is_none() {
-            return Err(Errno::ENOENT);
-        }
-        Ok(Node::File(id, kind))
+        self.local.lstat(&PathBuf::from(name)).map_err(io_errno)?;
+        Ok(Node::Local(self.table().local(ROOT, name)))
     }
 
     fn file_op<T>(
@@ -342,6 +357,8 @@ impl Fs {
             }
             Some(Node::Root) => Err(Errno::EISDIR),
             Some(Node::Pos(_) | Node::Primary | Node::Lag | Node::Promote) => Err(Errno::EACCES),
+            // Callers handle local files before.
+            Some(Node::Local(_)) => Err(Errno::EIO),
             None => Err(Errno::ENOENT),
         }
     }
@@ -434,35 +451,137 @@ impl Fs {
         });
     }
 
-    fn create_node(&self, name: &OsStr) -> Result<Node, Errno> {
-        let name = name.to_str().ok_or(Errno::EINVAL)?;
-        let (base, kind, pos) = Self::parse_name(name);
-        if pos {
+    /// A new root-level file: a database's auxiliary file if its database exists, else a
+    /// node-local file (which may become a database at its first write). Returns the node
+    /// and the handle to open it with.
+    fn create_root(&self, name: &OsStr, mode: u32) -> Result<(Node, u64), Errno> {
+        if Self::reserved(name) {
             return Err(Errno::EACCES);
         }
-        let kind = kind.ok_or(Errno::EINVAL)?;
-        let db = match kind {
-            FileKind::Database => {
-                let db = self.store.create(base).map_err(|e| {
-                    tracing::warn!(db = base, error = %e, "cannot create database");
-                    match e {
-                        crate::store::StoreError::Quarantined { .. } => Errno::EIO,
-                        _ => Errno::EINVAL,
-                    }
-                })?;
-                db.create_database().map_err(|e| errno::errno(&e))?;
-                db
-            }
-            _ => {
-                let db = self.store.get(base).ok_or(Errno::ENOENT)?;
-                if !db.exists() {
-                    return Err(Errno::ENOENT);
-                }
-                db.create(kind).map_err(|e| errno::errno(&e))?;
-                db
-            }
+        if let Some(text) = name.to_str()
+            && let (base, Some(kind), false) = Self::parse_name(text)
+            && kind != FileKind::Database
+            && let Some(db) = self.store.get(base)
+            && db.exists()
+        {
+            db.create(kind).map_err(|e| errno::errno(&e))?;
+            return Ok((Node::File(self.id(db.name()), kind), 0));
+        }
+        // A replica's root holds the primary's databases: a new file there could only be a
+        // database this node cannot write (SQLite, refused here, opens read-only and says
+        // so). Its node-local files go in directories.
+        if !self.store.node().writable() {
+            return Err(Errno::EROFS);
+        }
+        let (fh, _) = self.local.create_file(&PathBuf::from(name), mode).map_err(io_errno)?;
+        Ok((Node::Local(self.table().local(ROOT, name)), fh))
+    }
+
+    /// Whether a write of `data` at `offset` to the local file `ino` creates a database:
+    /// the file is in the root, empty, has a name a database can take, and the write is a
+    /// SQLite header at offset 0.
+    fn creates_database(&self, ino: u64, fh: u64, data: &[u8], offset: u64) -> Option<String> {
+        if offset != 0 || data.len() < 100 || &data[..16] != crate::core::sqlite::HEADER_MAGIC {
+            return None;
+        }
+        let (parent, name) = self.table().place(ino)?;
+        let name = name.to_str()?.to_owned();
+        if parent != ROOT
+            || Self::parse_name(&name) != (name.as_str(), Some(FileKind::Database), false)
+            || crate::core::wire::valid_db_name(&name).is_err()
+        {
+            return None;
+        }
+        let empty = match self.local.handle(fh) {
+            Some(f) => f.metadata().is_ok_and(|m| m.len() == 0),
+            None => self.local.lstat(&PathBuf::from(&name)).is_ok_and(|m| m.len() == 0),
         };
-        Ok(Node::File(self.id(db.name()), kind))
+        empty.then_some(name)
+    }
+
+    /// Turns the empty local file `ino` (named `name`, in the root) into the database
+    /// `name`, keeping its inode, and adopts its node-local auxiliary files.
+    ///
+    /// Crash safety: each step leaves a state the next start reads correctly (an empty
+    /// database beside an empty local file: the database wins; a local journal beside the
+    /// database: adopted at its first lookup).
+    fn promote_db(&self, ino: u64, name: &str) -> Result<(), Errno> {
+        let _g = self.promoting.lock().unwrap_or_else(|e| e.into_inner());
+        if !matches!(self.node(INodeNo(ino)), Some(Node::Local(_))) {
+            return Ok(()); // another writer did it
+        }
+        if !self.store.node().writable() {
+            return Err(Errno::EROFS);
+        }
+        let db = self.store.create(name).map_err(|e| {
+            tracing::warn!(db = name, error = %e, "cannot create database");
+            match e {
+                crate::store::StoreError::Quarantined { .. } => Errno::EIO,
+                _ => Errno::EINVAL,
+            }
+        })?;
+        if !db.exists() {
+            db.create_database().map_err(|e| errno::errno(&e))?;
+        }
+        let id = self.id(name);
+        for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
+            let aux = format!("{name}{}", kind.suffix());
+            let rel = PathBuf::from(&aux);
+            if db.file(kind).is_none() && self.local.lstat(&rel).is_ok_and(|m| m.is_file()) {
+                db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
+                let mut t = self.table();
+                if let Some(l) = t.local_known(ROOT, OsStr::new(&aux)) {
+                    t.to_db(l, id, kind);
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_file(self.local.path(&PathBuf::from(name)))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(db = name, error = %e, "empty node-local file left beside the new database");
+        }
+        self.table().to_db(ino, id, FileKind::Database);
+        tracing::info!(db = name, "database created");
+        Ok(())
+    }
+
+    /// The rename rules of the module docs: EXDEV where databases are involved.
+    fn rename_allowed(&self, src: Node, newparent: INodeNo, newname: &OsStr) -> Result<(), Errno> {
+        match src {
+            Node::Local(_) => {}
+            Node::File(..) => return Err(Errno::EXDEV),
+            Node::Root => return Err(Errno::EBUSY),
+            _ => return Err(Errno::EACCES),
+        }
+        match self.lookup_name(newparent, newname) {
+            Ok(Node::Local(_)) | Err(Errno::ENOENT) => {}
+            Ok(Node::File(..)) => return Err(Errno::EXDEV),
+            Ok(_) => return Err(Errno::EACCES),
+            Err(e) => return Err(e),
+        }
+        if newparent.0 == ROOT {
+            if Self::reserved(newname) {
+                return Err(Errno::EACCES);
+            }
+            if let Some(text) = newname.to_str() {
+                let (base, kind, _) = Self::parse_name(text);
+                // Onto an existing database's auxiliary name: it would become its file.
+                if kind != Some(FileKind::Database)
+                    && self.store.get(base).is_some_and(|db| db.exists())
+                {
+                    return Err(Errno::EXDEV);
+                }
+                // A SQLite database moved into the root: a copy makes it a database.
+                if let Node::Local(ino) = src
+                    && kind == Some(FileKind::Database)
+                    && let Some(rel) = self.table().path(ino)
+                    && self.local.is_sqlite(&rel)
+                {
+                    return Err(Errno::EXDEV);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Milliseconds behind the primary: 0 on the primary, `i32::MAX` before a replica's
@@ -495,15 +614,12 @@ impl Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if parent.0 != 1 {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.lookup_name(name).and_then(|n| self.attr(n)) {
+        match self.lookup_name(parent, name).and_then(|n| self.attr(n, None)) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(Errno::ENOENT) => {
                 // A negative entry (node id 0) the kernel caches: SQLite looks for a hot
                 // journal before every read transaction.
-                let mut attr = match self.attr(Node::Root) {
+                let mut attr = match self.attr(Node::Root, None) {
                     Ok(a) => a,
                     Err(e) => return reply.error(e),
                 };
@@ -514,9 +630,13 @@ impl Filesystem for Fs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.node(ino).ok_or(Errno::ENOENT).and_then(|n| self.attr(n)) {
-            Ok(attr) => reply.attr(&TTL, &attr),
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.node(ino).ok_or(Errno::ENOENT).and_then(|n| self.attr(n, fh)) {
+            Ok(mut attr) => {
+                // The number asked about, even if the file is now known by another.
+                attr.ino = ino;
+                reply.attr(&TTL, &attr)
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -525,23 +645,31 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _mode: Option<u32>,
+        mode: Option<u32>,
         _uid: Option<u32>,
         _gid: Option<u32>,
         size: Option<u64>,
-        _atime: Option<TimeOrNow>,
-        _mtime: Option<TimeOrNow>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<FileHandle>,
+        fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        // Mode, owner and times are cosmetic (all files belong to the litefleet process);
-        // only size changes reach the database.
         let node = self.node(ino);
+        if let Some(Node::Local(l)) = node {
+            let rel = self.table().path(l);
+            let fh = fh.map(|f| f.0).filter(|&f| self.local.handle(f).is_some());
+            return match self.local.setattr(rel.as_deref(), fh, mode, size, atime, mtime) {
+                Ok(md) => reply.attr(&TTL, &local::attr(l, &md)),
+                Err(e) => reply.error(io_errno(e)),
+            };
+        }
+        // Mode, owner and times of a database's files are cosmetic (all belong to the
+        // litefleet process); only size changes reach the database.
         let res = match (size, node) {
             // `echo … > <db>-pos` truncates first: the file is generated, nothing to do.
             (Some(_), Some(Node::Pos(_) | Node::Promote)) => Ok(None),
@@ -550,7 +678,7 @@ impl Filesystem for Fs {
             (None, _) => Ok(None),
         };
         let attr = |r: Result<(), Errno>| {
-            r.and_then(|_| node.ok_or(Errno::ENOENT)).and_then(|n| self.attr(n))
+            r.and_then(|_| node.ok_or(Errno::ENOENT)).and_then(|n| self.attr(n, None))
         };
         match res {
             Ok(Some((db, txid))) => {
@@ -570,9 +698,31 @@ impl Filesystem for Fs {
         }
     }
 
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.node(ino) {
+            Some(Node::Local(l)) => {
+                match self.local_path(l).and_then(|rel| self.local.readlink(&rel).map_err(io_errno))
+                {
+                    Ok(target) => reply.data(target.as_os_str().as_encoded_bytes()),
+                    Err(e) => reply.error(e),
+                }
+            }
+            _ => reply.error(Errno::EINVAL),
+        }
+    }
+
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let writing = flags.acc_mode() != fuser::OpenAccMode::O_RDONLY;
         match self.node(ino) {
+            Some(Node::Local(l)) => {
+                match self
+                    .local_path(l)
+                    .and_then(|rel| self.local.open_file(&rel).map_err(io_errno))
+                {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH),
+                    Err(e) => reply.error(e),
+                }
+            }
             // `-pos` takes writes: positions to wait for.
             Some(Node::Pos(_) | Node::Promote) => {
                 reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO | NOFLUSH)
@@ -609,13 +759,19 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         size: u32,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if let Some(Node::Local(_)) = self.node(ino) {
+            return match self.local.read(fh.0, offset, size) {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(io_errno(e)),
+            };
+        }
         let text = match self.node(ino) {
             Some(Node::Primary) => self.store.node().primary().map(|h| format!("{h}\n")),
             Some(Node::Lag) => Some(format!("{:+010}\n", self.lag_ms())),
@@ -653,7 +809,7 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         offset: u64,
         data: &[u8],
         _write_flags: WriteFlags,
@@ -664,6 +820,20 @@ impl Filesystem for Fs {
         match self.node(ino) {
             Some(Node::Pos(id)) => return self.wait_pos(id, data, reply),
             Some(Node::Promote) => return self.promote(data.len() as u32, reply),
+            Some(Node::Local(l)) => match self.creates_database(l, fh.0, data, offset) {
+                // Falls through to the database's write below.
+                Some(name) => {
+                    if let Err(e) = self.promote_db(l, &name) {
+                        return reply.error(e);
+                    }
+                }
+                None => {
+                    return match self.local.write(fh.0, data, offset) {
+                        Ok(()) => reply.written(data.len() as u32),
+                        Err(e) => reply.error(io_errno(e)),
+                    };
+                }
+            },
             _ => {}
         }
         match self.file_op(ino, |db, kind| Ok((db.clone(), db.write(kind, data, offset)?))) {
@@ -697,12 +867,16 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
+        fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // A local file's handle (also one opened before the file became a database).
+        if fh.0 != 0 {
+            self.local.release(fh.0);
+        }
         // The close already returned to the application; a failure here can only be logged.
         // Writes outside a transaction stay pending then, and the next commit point (or
         // startup recovery, which finds their marker) records them.
@@ -718,12 +892,16 @@ impl Filesystem for Fs {
         &self,
         _req: &Request,
         ino: INodeNo,
-        _fh: FileHandle,
-        _datasync: bool,
+        fh: FileHandle,
+        datasync: bool,
         reply: ReplyEmpty,
     ) {
         match self.node(ino) {
             Some(Node::Pos(_)) => reply.ok(),
+            Some(Node::Local(_)) => match self.local.fsync(fh.0, datasync) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(io_errno(e)),
+            },
             _ => match self.file_op(ino, |db, kind| db.fsync(kind)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),
@@ -751,50 +929,78 @@ impl Filesystem for Fs {
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
-        if ino.0 != 1 {
-            return reply.error(Errno::ENOTDIR);
-        }
-        let mut entries = vec![
-            (INodeNo(1), FileType::Directory, ".".to_owned()),
-            (INodeNo(1), FileType::Directory, "..".to_owned()),
-            (INodeNo(LAG_INO), FileType::RegularFile, ".lag".to_owned()),
+        let mut entries: Vec<(INodeNo, FileType, std::ffi::OsString)> = vec![
+            (ino, FileType::Directory, ".".into()),
+            (INodeNo(ROOT), FileType::Directory, "..".into()),
         ];
-        if self.store.node().primary().is_some() {
-            entries.push((INodeNo(PRIMARY_INO), FileType::RegularFile, ".primary".to_owned()));
-        }
-        for db in self.store.list() {
-            if !db.exists() {
-                continue;
+        match self.node(ino) {
+            Some(Node::Root) => {}
+            Some(Node::Local(l)) => {
+                let listed =
+                    self.local_path(l).and_then(|rel| self.local.list(&rel).map_err(io_errno));
+                match listed {
+                    Ok(list) => {
+                        let mut t = self.table();
+                        if let Some((p, _)) = t.place(l) {
+                            entries[1].0 = INodeNo(p);
+                        }
+                        for (name, kind) in list {
+                            entries.push((INodeNo(t.local(l, &name)), kind, name));
+                        }
+                    }
+                    Err(e) => return reply.error(e),
+                }
+                return Self::add_entries(entries, offset, reply);
             }
+            Some(_) => return reply.error(Errno::ENOTDIR),
+            None => return reply.error(Errno::ENOENT),
+        }
+        entries.push((INodeNo(LAG_INO), FileType::RegularFile, ".lag".into()));
+        if self.store.node().primary().is_some() {
+            entries.push((INodeNo(PRIMARY_INO), FileType::RegularFile, ".primary".into()));
+        }
+        let dbs: Vec<Arc<Db>> = self.store.list().into_iter().filter(|d| d.exists()).collect();
+        for db in &dbs {
             let id = self.id(db.name());
             entries.push((
                 self.ino(Node::File(id, FileKind::Database)),
                 FileType::RegularFile,
-                db.name().to_owned(),
+                db.name().into(),
             ));
             entries.push((
                 self.ino(Node::Pos(id)),
                 FileType::RegularFile,
-                format!("{}-pos", db.name()),
+                format!("{}-pos", db.name()).into(),
             ));
             for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
                 if db.file(kind).is_some() {
                     entries.push((
                         self.ino(Node::File(id, kind)),
                         FileType::RegularFile,
-                        format!("{}{}", db.name(), kind.suffix()),
+                        format!("{}{}", db.name(), kind.suffix()).into(),
                     ));
                 }
             }
         }
-        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(ino, (i + 1) as u64, kind, name) {
-                break;
+        // Node-local entries, except names an existing database takes.
+        match self.local.list(std::path::Path::new("")) {
+            Ok(list) => {
+                for (name, kind) in list {
+                    let shadowed = name.to_str().is_some_and(|n| {
+                        let (base, _, _) = Self::parse_name(n);
+                        self.store.get(base).is_some_and(|d| d.exists())
+                    });
+                    if !shadowed {
+                        let l = self.table().local(ROOT, &name);
+                        entries.push((INodeNo(l), kind, name));
+                    }
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "node-local files not listed"),
         }
-        reply.ok();
+        Self::add_entries(entries, offset, reply)
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -824,20 +1030,26 @@ impl Filesystem for Fs {
         _req: &Request,
         parent: INodeNo,
         name: &OsStr,
-        _mode: u32,
-        _umask: u32,
+        mode: u32,
+        umask: u32,
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        if parent.0 != 1 {
-            return reply.error(Errno::ENOENT);
-        }
-        match self.create_node(name).and_then(|n| self.attr(n)) {
-            Ok(attr) => reply.created(
+        let mode = mode & !umask;
+        let made = if parent.0 == ROOT {
+            self.create_root(name, mode)
+        } else {
+            self.child_path(parent, name).and_then(|rel| {
+                let (fh, _) = self.local.create_file(&rel, mode).map_err(io_errno)?;
+                Ok((Node::Local(self.table().local(parent.0, name)), fh))
+            })
+        };
+        match made.and_then(|(n, fh)| Ok((self.attr(n, Some(FileHandle(fh)))?, fh))) {
+            Ok((attr, fh)) => reply.created(
                 &TTL,
                 &attr,
                 Generation(0),
-                FileHandle(0),
+                FileHandle(fh),
                 FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH,
             ),
             Err(e) => reply.error(e),
@@ -850,28 +1062,49 @@ impl Filesystem for Fs {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         _rdev: u32,
         reply: ReplyEntry,
     ) {
-        if parent.0 != 1 || mode & libc::S_IFMT != libc::S_IFREG {
+        // Regular files only: no devices, FIFOs or sockets on the mount.
+        if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        match self.create_node(name).and_then(|n| self.attr(n)) {
+        let mode = mode & !umask;
+        let made = if parent.0 == ROOT {
+            self.create_root(name, mode)
+        } else {
+            self.child_path(parent, name).and_then(|rel| {
+                let (fh, _) = self.local.create_file(&rel, mode).map_err(io_errno)?;
+                Ok((Node::Local(self.table().local(parent.0, name)), fh))
+            })
+        };
+        match made.and_then(|(n, fh)| {
+            let a = self.attr(n, Some(FileHandle(fh)));
+            if fh != 0 {
+                self.local.release(fh);
+            }
+            a
+        }) {
             Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if parent.0 != 1 {
-            return reply.error(Errno::ENOENT);
-        }
-        let node = match self.lookup_name(name) {
+        let node = match self.lookup_name(parent, name) {
             Ok(n) => n,
             Err(e) => return reply.error(e),
         };
         let res = match node {
+            Node::Local(l) => {
+                let r =
+                    self.local_path(l).and_then(|rel| self.local.unlink(&rel).map_err(io_errno));
+                if r.is_ok() {
+                    self.table().forget_entry(parent.0, name);
+                }
+                r
+            }
             Node::File(id, FileKind::Database) => {
                 let r = self.db(id).and_then(|db| db.delete().map_err(|e| errno::errno(&e)));
                 if r.is_ok() {
@@ -886,7 +1119,7 @@ impl Filesystem for Fs {
                         std::thread::spawn(move || {
                             for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
                                 let name = format!("{base}{}", kind.suffix());
-                                let _ = n.inval_entry(INodeNo(1), OsStr::new(&name));
+                                let _ = n.inval_entry(INodeNo(ROOT), OsStr::new(&name));
                             }
                         });
                     }
@@ -907,7 +1140,9 @@ impl Filesystem for Fs {
                     Err(e) => reply.error(e),
                 };
             }
-            Node::Pos(_) | Node::Primary | Node::Lag | Node::Promote => Err(Errno::EACCES),
+            // Generated: unlinking it changes nothing (`rm <db>*` must not fail on it).
+            Node::Pos(_) => Ok(()),
+            Node::Primary | Node::Lag | Node::Promote => Err(Errno::EACCES),
             Node::Root => Err(Errno::EISDIR),
         };
         match res {
@@ -916,20 +1151,135 @@ impl Filesystem for Fs {
         }
     }
 
-    fn mkdir(&self, _req: &Request, _p: INodeNo, _n: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(Errno::EPERM);
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
+        if parent.0 == ROOT && Self::reserved(name) {
+            return reply.error(Errno::EACCES);
+        }
+        let made = self.child_path(parent, name).and_then(|rel| {
+            let md = self.local.mkdir(&rel, mode & !umask).map_err(io_errno)?;
+            Ok(local::attr(self.table().local(parent.0, name), &md))
+        });
+        match made {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res = match self.lookup_name(parent, name) {
+            Ok(Node::Local(l)) => self.local_path(l).and_then(|rel| {
+                self.local.rmdir(&rel).map_err(io_errno)?;
+                self.table().forget_entry(parent.0, name);
+                Ok(())
+            }),
+            Ok(_) => Err(Errno::ENOTDIR),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        if parent.0 == ROOT && Self::reserved(link_name) {
+            return reply.error(Errno::EACCES);
+        }
+        let made = self.child_path(parent, link_name).and_then(|rel| {
+            let md = self.local.symlink(&rel, target).map_err(io_errno)?;
+            Ok(local::attr(self.table().local(parent.0, link_name), &md))
+        });
+        match made {
+            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn rename(
         &self,
         _req: &Request,
-        _parent: INodeNo,
-        _name: &OsStr,
-        _newparent: INodeNo,
-        _newname: &OsStr,
-        _flags: RenameFlags,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::EPERM);
+        let res = (|| {
+            let src = self.lookup_name(parent, name)?;
+            self.rename_allowed(src, newparent, newname)?;
+            if let Node::Local(s) = src
+                && self.table().is_within(newparent.0, s)
+            {
+                return Err(Errno::EINVAL); // a directory into itself
+            }
+            let from = self.child_path(parent, name)?;
+            let to = self.child_path(newparent, newname)?;
+            let flags = flags.bits();
+            self.local.rename(&from, &to, flags).map_err(io_errno)?;
+            let mut t = self.table();
+            if flags & libc::RENAME_EXCHANGE != 0 {
+                t.exchanged((parent.0, name), (newparent.0, newname));
+            } else {
+                t.moved((parent.0, name), (newparent.0, newname));
+            }
+            Ok(())
+        })();
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        // Local files only: a database grows by SQLite's page writes (EOPNOTSUPP makes
+        // SQLite and glibc fall back to writes).
+        let Some(Node::Local(_)) = self.node(ino) else {
+            return reply.error(Errno::EOPNOTSUPP);
+        };
+        let Some(f) = self.local.handle(fh.0) else { return reply.error(Errno::EBADF) };
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid descriptor; the kernel checks the arguments.
+        let rc = unsafe { libc::fallocate(f.as_raw_fd(), mode, offset as i64, length as i64) };
+        if rc == 0 { reply.ok() } else { reply.error(io_errno(std::io::Error::last_os_error())) }
+    }
+}
+
+impl Fs {
+    fn add_entries(
+        entries: Vec<(INodeNo, FileType, std::ffi::OsString)>,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(ino, (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
     }
 }

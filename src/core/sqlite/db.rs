@@ -35,7 +35,9 @@ pub enum DbHeaderError {
     BadPageSize(u32),
 }
 
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+/// The first 16 bytes of every database file.
+pub const HEADER_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+const MAGIC: &[u8; 16] = HEADER_MAGIC;
 
 impl DbHeader {
     /// Parses the first 100 bytes of a database file.
