@@ -6,6 +6,7 @@
 //! <data.dir>/dbs/<name>/database    the SQLite database file
 //! <data.dir>/dbs/<name>/journal|wal|shm
 //! <data.dir>/dbs/<name>/ltx/%016x-%016x.ltx
+//! <data.dir>/local/...              node-local files of the mount (never replicated)
 //! ```
 //!
 //! A LiteFS v0.5 data directory opens as is.
@@ -19,6 +20,10 @@ use crate::core::types::ClusterId;
 use crate::core::wire::valid_db_name;
 use crate::db::{Db, DbError, DbOptions};
 use crate::node::NodeCtx;
+
+/// Where node-local files (everything in the mount that is not a database's) live, under
+/// the data directory (see `crate::fuse::local`).
+pub const LOCAL_DIR: &str = "local";
 
 /// Errors opening the data directory.
 #[derive(Debug, thiserror::Error)]

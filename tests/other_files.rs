@@ -75,7 +75,7 @@ fn node_local_files_and_directories_never_leave_the_node() {
     assert_eq!(c.sql_ok(0, "tools/local.db", "SELECT x FROM l;").trim(), "7");
 
     let listed = names(p);
-    for n in ["app.db", "app.db-pos", "link", "log.txt", "notes.md", "tools"] {
+    for n in ["app.db", "link", "log.txt", "notes.md", "tools"] {
         assert!(listed.contains(&n.to_owned()), "{n} missing in {listed:?}");
     }
     // None of it is a database, none of it reaches the replica.
@@ -116,7 +116,7 @@ fn node_local_files_and_directories_never_leave_the_node() {
     let (ok, out) = sh(&format!("cd {} && rm -rf tools notes.md log.txt link", p.display()));
     assert!(ok, "{out}");
     let left: Vec<String> = names(&p).into_iter().filter(|n| !n.starts_with('.')).collect();
-    assert_eq!(left, vec!["app.db", "app.db-pos"]);
+    assert_eq!(left, vec!["app.db"]);
 }
 
 #[test]
@@ -148,13 +148,13 @@ fn refused_operations_leave_nothing_behind() {
     let e = std::fs::hard_link(p.join("h"), p.join("h2")).unwrap_err();
     assert_eq!(errno(e), libc::EPERM);
     std::fs::remove_file(p.join("h")).unwrap();
-    // A partial write that would break a database's header is refused, the file unchanged.
-    let image = c.primary_image("r.db");
+    // A partial write inside a database (a byte patch, as tools and SQLite's corruption
+    // tests do) is a transaction of its own, replicated.
     let f = std::fs::OpenOptions::new().write(true).open(p.join("r.db")).unwrap();
-    let e = std::os::unix::fs::FileExt::write_at(&f, b"garbage!", 0).unwrap_err();
-    assert_eq!(errno(e), libc::EINVAL);
+    std::os::unix::fs::FileExt::write_at(&f, b"patch", 3000).unwrap();
     drop(f);
-    assert_eq!(c.primary_image("r.db"), image);
+    assert_identical(&c, "r.db");
+    assert_eq!(&c.replica_image(1, "r.db")[3000..3005], b"patch");
     assert_eq!(names(p), before);
     assert_eq!(names(&c.nodes[0].data.join("dbs")), vec!["r.db"]);
     assert_identical(&c, "r.db");
@@ -206,11 +206,38 @@ fn cp_mv_rm_backup_and_vacuum_into_work_on_the_mount() {
     assert!(ok, "{out}");
     assert_eq!(std::fs::read(p.join("readme.txt")).unwrap(), b"not a database\n");
     assert!(!c.nodes[0].data.join("dbs/readme.txt").exists());
-    // rm with a glob, -pos files included: nothing fails, nothing of them is left.
-    let (ok, out) = sh(&format!("cd {} && rm moved.db* backup.db* && ls", p.display()));
+    // rm with a glob (`-pos` files are not listed) and by name (unlinking one changes
+    // nothing): nothing fails, nothing of them is left.
+    let (ok, out) =
+        sh(&format!("cd {} && rm moved.db* backup.db* && rm moved.db-pos && ls", p.display()));
     assert!(ok, "{out}");
     assert!(!out.contains("moved.db") && !out.contains("backup.db"), "{out}");
     wait_for("moved.db gone on the replica", CONVERGE, || {
         !c.nodes[1].mnt.join("moved.db").exists()
     });
+}
+
+#[test]
+fn a_write_that_breaks_the_header_turns_the_database_into_a_local_file() {
+    let c = Cluster::start(&tmp("other-demote"), 2);
+    let p = &c.nodes[0].mnt;
+    c.sql_ok(0, "c.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    c.wait_converged("c.db", CONVERGE);
+    // As SQLite's corruption tests do: overwrite bytes of the header.
+    let f = std::fs::OpenOptions::new().write(true).open(p.join("c.db")).unwrap();
+    std::os::unix::fs::FileExt::write_at(&f, b"blah\n", 8).unwrap();
+    drop(f);
+    let bytes = std::fs::read(p.join("c.db")).unwrap();
+    assert_eq!(&bytes[8..13], b"blah\n");
+    let (ok, out) = c.sql(0, "c.db", "SELECT * FROM t;");
+    assert!(!ok && out.contains("not a database"), "{out}");
+    // Not a database any more: deleted on every node, kept as this node's file.
+    assert!(!c.nodes[0].data.join("dbs/c.db/database").exists());
+    assert_eq!(std::fs::read(c.nodes[0].data.join("local/c.db")).unwrap(), bytes);
+    wait_for("c.db deleted on the replica", CONVERGE, || !c.nodes[1].mnt.join("c.db").exists());
+    // Removing it and making the database again works.
+    std::fs::remove_file(p.join("c.db")).unwrap();
+    c.sql_ok(0, "c.db", "CREATE TABLE t(x); INSERT INTO t VALUES (2);");
+    assert_identical(&c, "c.db");
+    assert_eq!(c.sql_ok(1, "c.db", "SELECT x FROM t;").trim(), "2");
 }

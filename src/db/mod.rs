@@ -541,11 +541,10 @@ impl Db {
                 // SQLite writes whole pages. A tool may write part of one (a byte patch,
                 // `dd`): accepted inside the file, or when it ends on a page boundary, so
                 // the file stays whole pages.
-                if data.is_empty()
-                    || (!(offset.is_multiple_of(u64::from(ps))
-                        && data.len().is_multiple_of(ps as usize))
-                        && !(end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len()))
-                {
+                let whole = offset.is_multiple_of(u64::from(ps)) && data.len().is_multiple_of(ps as usize);
+                let keeps_pages =
+                    end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len();
+                if data.is_empty() || !(whole || keeps_pages) {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
                 }
                 // Which protocol this write belongs to: a rollback-journal transaction (the
@@ -828,6 +827,47 @@ impl Db {
             let _ = fs::remove_file(self.dir.join(kind.backing_name()));
             self.set_file(kind, None);
         }
+        inner.page_size = 0;
+        inner.page_count = 0;
+        inner.wal.reset();
+        inner.rollback.take_dirty();
+        inner.deleted = true;
+        inner.log_dirty = false;
+        Ok(())
+    }
+
+    /// The database stops being one (a write left it without a SQLite header, see
+    /// `crate::fuse`): a deletion transaction is written, as for `rm`, and the file is moved
+    /// to `to` instead of removed. Refused (EPERM) inside a SQLite transaction or while the
+    /// WAL holds pages: SQLite's own writes never break the header.
+    pub fn become_file(&self, to: &Path) -> Result<(), DbError> {
+        self.check_writable()?;
+        self.check_health()?;
+        let mut inner = self.lock();
+        if self.file(FileKind::Database).is_none() {
+            return Err(DbError::NotFound("database"));
+        }
+        if self.journal_active()? || inner.wal.indexed_pages() > 0 {
+            return Err(DbError::OutsideTransaction(
+                "a write that breaks the database header inside a SQLite transaction or \
+                 beside a WAL with pages: refused"
+                    .into(),
+            ));
+        }
+        if inner.page_size != 0 && !inner.deleted {
+            let page_size = inner.page_size;
+            let timestamp_ms = now_ms();
+            self.call(|reply| DbMsg::Delete { page_size, timestamp_ms, reply })?;
+        }
+        fs::rename(self.dir.join(FileKind::Database.backing_name()), to)?;
+        for kind in FileKind::ALL {
+            if kind != FileKind::Database {
+                let _ = fs::remove_file(self.dir.join(kind.backing_name()));
+            }
+            self.set_file(kind, None);
+        }
+        let _ = fs::remove_file(self.dir.join(LOOSE_FILE));
+        inner.loose = false;
         inner.page_size = 0;
         inner.page_count = 0;
         inner.wal.reset();
@@ -1338,7 +1378,9 @@ pub(crate) fn build_snapshot(
         node_id,
     };
     let ps = page_size as usize;
-    let mut out = Vec::with_capacity(commit as usize * (ps + 4) / 2 + 256);
+    // A guess (half the pages, compressed), capped: the page count comes from the file.
+    let guess = (commit as usize).saturating_mul(ps + 4) / 2 + 256;
+    let mut out = Vec::with_capacity(guess.min(64 << 20));
     let mut w = LtxWriter::new(&mut out, header)?;
     let mut sums = PageChecksums::new();
     let mut buf = vec![0u8; ps];

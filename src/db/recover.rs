@@ -30,7 +30,7 @@ use super::{
 };
 use crate::core::commit::WalTracker;
 use crate::core::ltx::{self, DbState, PageChecksums, page_checksum};
-use crate::core::sqlite::{JournalMode, journal_records};
+use crate::core::sqlite::{JournalMode, journal_records, super_journal_name};
 use crate::core::types::{Checksum, PageNo, Pos, Txid};
 use crate::storage::FileStore;
 
@@ -134,8 +134,21 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                 Some((_, s)) => scan_db(&dbf, ps)?.checksum() == s.trailer.post_apply_checksum,
                 None => false,
             };
+            // A child journal of a multi-database transaction whose super-journal is gone:
+            // SQLite deleted the super-journal as the commit point, so the transaction
+            // committed and the journal is not hot (SQLite would not play it back either).
+            let committed_super = !matches_ltx
+                && super_journal_name(&bytes, ps).is_some_and(|name| !super_exists(db, name));
             if matches_ltx {
                 tracing::info!(db = %db.name, "hot journal of a transaction whose LTX exists: finalising it");
+            } else if committed_super {
+                // Recorded below as writes a crash cut off (the marker says so).
+                tracing::warn!(db = %db.name,
+                    "journal of a committed multi-database transaction (its super-journal is \
+                     gone): keeping the database as it is and recording it as a transaction");
+                let marker = db.dir.join(LOOSE_FILE);
+                fs::File::create(&marker)?.sync_all()?;
+                fs::File::open(&db.dir)?.sync_all()?;
             } else {
                 tracing::info!(db = %db.name, records = records.len(), "rolling back hot journal");
                 for (pgno, page) in &records {
@@ -507,6 +520,21 @@ fn record_whole(
         Commit { page_size: ps, commit, pages, wal: None, durable: true, timestamp_ms: now_ms() };
     log.commit(c)?;
     Ok(())
+}
+
+/// Whether the super-journal SQLite named (`name`, the path the application used) still
+/// exists. Recovery runs before the mount is up: a super-journal in the mount is a node-local
+/// file, found by its name under `<data.dir>/local/`; one elsewhere (the main database of
+/// the transaction outside the mount) is looked up where it is. Errs towards "exists" (a
+/// rollback, as SQLite would do) when the name cannot be read.
+fn super_exists(db: &Db, name: &[u8]) -> bool {
+    let path = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+    if path.exists() {
+        return true;
+    }
+    let Some(base) = path.file_name() else { return true };
+    let Some(data) = db.dir.parent().and_then(|d| d.parent()) else { return true };
+    data.join(crate::store::LOCAL_DIR).join(base).exists()
 }
 
 /// Removes the marker of writes outside a transaction once they are recorded.

@@ -117,11 +117,14 @@ impl Inodes {
             PROMOTE_INO => return Some(Node::Promote),
             _ => {}
         }
+        if self.local.contains_key(&ino) {
+            return Some(Node::Local(ino));
+        }
+        if let Some(&(id, kind)) = self.db_at.get(&ino) {
+            return Some(Node::File(id, kind));
+        }
         if ino >= LOCAL_BASE {
-            if self.local.contains_key(&ino) {
-                return Some(Node::Local(ino));
-            }
-            return self.db_at.get(&ino).map(|&(id, kind)| Node::File(id, kind));
+            return None;
         }
         let n = ino.checked_sub(2)?;
         let (id, s) = (n / SLOTS, n % SLOTS);
@@ -238,7 +241,7 @@ impl Inodes {
     }
 
     /// The local inode `ino` becomes the database file (`id`, `kind`), keeping its number.
-    pub fn to_db(&mut self, ino: u64, id: u64, kind: FileKind) {
+    pub fn make_db(&mut self, ino: u64, id: u64, kind: FileKind) {
         if let Some(e) = self.local.remove(&ino)
             && let Some(key) = e.at
         {
@@ -248,6 +251,23 @@ impl Inodes {
             self.db_at.remove(&old);
         }
         self.db_at.insert(ino, (id, kind));
+    }
+}
+
+impl Inodes {
+    /// The database file `ino` (of `id`, `kind`) becomes the local entry `name` in
+    /// `parent`, keeping its number; the database's file gets a fresh number if it is made
+    /// again.
+    pub fn make_local(&mut self, ino: u64, parent: u64, name: &OsStr, id: u64, kind: FileKind) {
+        self.db_at.remove(&ino);
+        let fresh = LOCAL_BASE + self.next_local;
+        self.next_local += 1;
+        self.db_ino.insert((id, kind), fresh);
+        self.db_at.insert(fresh, (id, kind));
+        self.forget_entry(parent, name);
+        let key = (parent, name.to_owned());
+        self.local.insert(ino, LocalEntry { at: Some(key.clone()) });
+        self.local_at.insert(key, ino);
     }
 }
 
@@ -263,7 +283,7 @@ mod tests {
         let id = t.id("a.db");
         let computed = t.ino(Node::File(id, FileKind::Database));
         assert_ne!(computed, l);
-        t.to_db(l, id, FileKind::Database);
+        t.make_db(l, id, FileKind::Database);
         assert_eq!(t.node(l), Some(Node::File(id, FileKind::Database)));
         assert_eq!(t.ino(Node::File(id, FileKind::Database)), l);
         assert_eq!(t.local_known(ROOT, OsStr::new("a.db")), None);
@@ -288,6 +308,19 @@ mod tests {
         assert_eq!(t.path(g), None);
         assert_eq!(t.path(f), Some(PathBuf::from("g/f")));
         assert_eq!(t.node(g), Some(Node::Local(g)));
+    }
+
+    #[test]
+    fn a_database_file_that_becomes_local_keeps_its_number() {
+        let mut t = Inodes::default();
+        let id = t.id("c.db");
+        let d = t.ino(Node::File(id, FileKind::Database));
+        t.make_local(d, ROOT, OsStr::new("c.db"), id, FileKind::Database);
+        assert_eq!(t.node(d), Some(Node::Local(d)));
+        assert_eq!(t.local_known(ROOT, OsStr::new("c.db")), Some(d));
+        let again = t.ino(Node::File(id, FileKind::Database));
+        assert_ne!(again, d);
+        assert_eq!(t.node(again), Some(Node::File(id, FileKind::Database)));
     }
 
     #[test]

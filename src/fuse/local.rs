@@ -135,8 +135,18 @@ impl Local {
         Ok((self.keep(f), md))
     }
 
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> io::Result<Vec<u8>> {
-        let f = self.handle(fh).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+    /// The file behind `fh`, or (a handle opened while the file was a database's, see
+    /// [`super`]) the file at `rel`, opened for this call.
+    fn file(&self, fh: u64, rel: Option<&Path>) -> io::Result<Arc<File>> {
+        if let Some(f) = self.handle(fh) {
+            return Ok(f);
+        }
+        let rel = rel.ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+        Ok(Arc::new(OpenOptions::new().read(true).write(true).open(self.path(rel))?))
+    }
+
+    pub fn read(&self, fh: u64, rel: Option<&Path>, offset: u64, size: u32) -> io::Result<Vec<u8>> {
+        let f = self.file(fh, rel)?;
         let mut buf = vec![0u8; size as usize];
         let mut done = 0;
         while done < buf.len() {
@@ -151,13 +161,12 @@ impl Local {
         Ok(buf)
     }
 
-    pub fn write(&self, fh: u64, data: &[u8], offset: u64) -> io::Result<()> {
-        let f = self.handle(fh).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
-        f.write_all_at(data, offset)
+    pub fn write(&self, fh: u64, rel: Option<&Path>, data: &[u8], offset: u64) -> io::Result<()> {
+        self.file(fh, rel)?.write_all_at(data, offset)
     }
 
-    pub fn fsync(&self, fh: u64, datasync: bool) -> io::Result<()> {
-        let f = self.handle(fh).ok_or_else(|| io::Error::from_raw_os_error(libc::EBADF))?;
+    pub fn fsync(&self, fh: u64, rel: Option<&Path>, datasync: bool) -> io::Result<()> {
+        let f = self.file(fh, rel)?;
         if datasync { f.sync_data() } else { f.sync_all() }
     }
 

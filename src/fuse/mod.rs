@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `<db>` | `dbs/<db>/database` | read/write; SQLite writes whole pages; a tool may patch bytes inside the file (a write into the header must leave a valid one, EINVAL otherwise) |
 //! | `<db>-journal`, `<db>-wal`, `<db>-shm` | `dbs/<db>/journal` … | read/write passthrough; commit detection happens here |
-//! | `<db>-pos` | generated | reads `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS; a write of a position (that text, or a bare `%016x` TXID) returns once this node reached that TXID (read-your-writes on a replica), ETIMEDOUT after [`WAIT_TIMEOUT`]; `unlink` succeeds and changes nothing (so `rm test.db*` works) |
+//! | `<db>-pos` | generated | reads `%016x/%016x\n` (TXID / post-apply checksum), as LiteFS; a write of a position (that text, or a bare `%016x` TXID) returns once this node reached that TXID (read-your-writes on a replica), ETIMEDOUT after [`WAIT_TIMEOUT`]; not listed (so globs over `<db>*` see only SQLite's files), opened by name; `unlink` succeeds and changes nothing |
 //! | anything else, and every directory | `local/<path>` | node-local ([`local`]): plain passthrough, never replicated |
 //!
 //! **What is a database.** A new file in the root starts node-local. It becomes a database
@@ -145,8 +145,7 @@ impl Fs {
     }
 }
 
-/// Where node-local files live, under the data directory.
-pub const LOCAL_DIR: &str = "local";
+pub use crate::store::LOCAL_DIR;
 
 /// Whether the request comes from a thread of this process (FUSE reports the calling
 /// thread's id, not the process id).
@@ -324,7 +323,7 @@ impl Fs {
                         db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
                         let mut t = self.table();
                         if let Some(l) = t.local_known(ROOT, name) {
-                            t.to_db(l, id, kind);
+                            t.make_db(l, id, kind);
                         }
                         return Ok(Node::File(id, kind));
                     }
@@ -531,7 +530,7 @@ impl Fs {
                 db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
                 let mut t = self.table();
                 if let Some(l) = t.local_known(ROOT, OsStr::new(&aux)) {
-                    t.to_db(l, id, kind);
+                    t.make_db(l, id, kind);
                 }
             }
         }
@@ -540,9 +539,47 @@ impl Fs {
         {
             tracing::warn!(db = name, error = %e, "empty node-local file left beside the new database");
         }
-        self.table().to_db(ino, id, FileKind::Database);
+        self.table().make_db(ino, id, FileKind::Database);
         tracing::info!(db = name, "database created");
         Ok(())
+    }
+
+    /// Whether writing `data` at `offset` (< 100) leaves the database `id` without a valid
+    /// SQLite header.
+    fn breaks_header(&self, id: u64, data: &[u8], offset: u64) -> Result<bool, Errno> {
+        let db = self.db(id)?;
+        let mut head = [0u8; 100];
+        if offset > 0 || data.len() < 100 {
+            db.read(FileKind::Database, &mut head, 0).map_err(|e| errno::errno(&e))?;
+        }
+        let at = offset as usize;
+        let n = data.len().min(100 - at);
+        head[at..at + n].copy_from_slice(&data[..n]);
+        Ok(crate::core::sqlite::DbHeader::parse(&head).is_err())
+    }
+
+    /// The database `id` (its file known to the kernel as `ino`) stops being one: a write
+    /// makes its header invalid (a corruption test, a tool overwriting it). It is deleted on
+    /// every node (a deletion transaction), and its file goes on, keeping its inode, as the
+    /// node-local file of the same name. Returns that file's path in the local tree.
+    fn demote_db(&self, ino: u64, id: u64) -> Result<PathBuf, Errno> {
+        let _g = self.promoting.lock().unwrap_or_else(|e| e.into_inner());
+        let name = self.name_of(id).ok_or(Errno::ENOENT)?;
+        let db = self.db(id)?;
+        let rel = PathBuf::from(&name);
+        db.become_file(&self.local.path(&rel)).map_err(|e| {
+            tracing::warn!(db = %name, error = %e, "cannot turn the database into a plain file");
+            errno::errno(&e)
+        })?;
+        self.table().make_local(ino, ROOT, OsStr::new(&name), id, FileKind::Database);
+        for kind in FileKind::ALL {
+            self.invalidate(Node::File(id, kind));
+        }
+        self.invalidate(Node::Local(ino));
+        tracing::warn!(db = %name,
+            "a write left the database without a SQLite header: it is deleted on every node \
+             and goes on as a node-local file");
+        Ok(rel)
     }
 
     /// The rename rules of the module docs: EXDEV where databases are involved.
@@ -767,7 +804,11 @@ impl Filesystem for Fs {
         reply: ReplyData,
     ) {
         if let Some(Node::Local(_)) = self.node(ino) {
-            return match self.local.read(fh.0, offset, size) {
+            let rel = self.node(ino).and_then(|n| match n {
+                Node::Local(l) => self.table().path(l),
+                _ => None,
+            });
+            return match self.local.read(fh.0, rel.as_deref(), offset, size) {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(io_errno(e)),
             };
@@ -828,12 +869,30 @@ impl Filesystem for Fs {
                     }
                 }
                 None => {
-                    return match self.local.write(fh.0, data, offset) {
+                    let rel = self.table().path(l);
+                    return match self.local.write(fh.0, rel.as_deref(), data, offset) {
                         Ok(()) => reply.written(data.len() as u32),
                         Err(e) => reply.error(io_errno(e)),
                     };
                 }
             },
+            Some(Node::File(id, FileKind::Database)) if offset < 100 => {
+                match self.breaks_header(id, data, offset) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        // No longer a database: it goes on as a node-local file.
+                        let rel = match self.demote_db(ino.0, id) {
+                            Ok(rel) => rel,
+                            Err(e) => return reply.error(e),
+                        };
+                        return match self.local.write(0, Some(&rel), data, offset) {
+                            Ok(()) => reply.written(data.len() as u32),
+                            Err(e) => reply.error(io_errno(e)),
+                        };
+                    }
+                    Err(e) => return reply.error(e),
+                }
+            }
             _ => {}
         }
         match self.file_op(ino, |db, kind| Ok((db.clone(), db.write(kind, data, offset)?))) {
@@ -898,7 +957,7 @@ impl Filesystem for Fs {
     ) {
         match self.node(ino) {
             Some(Node::Pos(_)) => reply.ok(),
-            Some(Node::Local(_)) => match self.local.fsync(fh.0, datasync) {
+            Some(Node::Local(l)) => match self.local.fsync(fh.0, self.table().path(l).as_deref(), datasync) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(io_errno(e)),
             },
@@ -969,11 +1028,8 @@ impl Filesystem for Fs {
                 FileType::RegularFile,
                 db.name().into(),
             ));
-            entries.push((
-                self.ino(Node::Pos(id)),
-                FileType::RegularFile,
-                format!("{}-pos", db.name()).into(),
-            ));
+            // `<db>-pos` is not listed: globs over `<db>*` (SQLite's own test harness,
+            // `rm <db>*`, backup scripts) see only SQLite's files. It opens by name.
             for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
                 if db.file(kind).is_some() {
                     entries.push((

@@ -96,6 +96,43 @@ pub fn journal_records(j: &[u8], db_page_size: u32) -> Option<JournalRecords<'_>
     Some((first.initial_pages, records))
 }
 
+/// The super-journal a rollback journal names, if it names one: the path SQLite wrote (as the
+/// application saw it) at the end of each child journal of a multi-database transaction.
+///
+/// Layout (SQLite's `writeSuperJournal`), at the very end of the journal: the lock page's
+/// number (4 bytes, big-endian), the name, its length (4), the sum of its bytes as C `char`s
+/// (4; signed on the platforms we run on), the journal magic (8). Anything that does not
+/// check out is "no super-journal", as SQLite's `readSuperJournal` reads it.
+///
+/// Why it matters: SQLite deletes the super-journal as the commit point of the whole
+/// transaction. A child journal whose super-journal is gone belongs to a committed
+/// transaction and must not be played back.
+pub fn super_journal_name(j: &[u8], db_page_size: u32) -> Option<&[u8]> {
+    let n = j.len();
+    if n < 16 + 4 || db_page_size == 0 || j[n - 8..] != JOURNAL_MAGIC {
+        return None;
+    }
+    let be32 = |o: usize| u32::from_be_bytes([j[o], j[o + 1], j[o + 2], j[o + 3]]);
+    let len = be32(n - 16) as usize;
+    let sum = be32(n - 12);
+    if len == 0 || len > 4096 || n < 16 + 4 + len {
+        return None;
+    }
+    let name_at = n - 16 - len;
+    let lock_page = 0x4000_0000 / db_page_size + 1;
+    if be32(name_at - 4) != lock_page {
+        return None;
+    }
+    let name = &j[name_at..name_at + len];
+    let got = name.iter().fold(0u32, |s, &b| s.wrapping_add(b as i8 as i32 as u32));
+    if got != sum {
+        return None;
+    }
+    // SQLite writes the name without its terminator; stop at a NUL all the same.
+    let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
+    (end > 0).then_some(&name[..end])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +186,31 @@ mod tests {
         assert_eq!(journal_records(&bad, 1024).unwrap().1.len(), 1);
         assert_eq!(journal_records(&j, 4096).unwrap().1.len(), 0, "page size mismatch");
         assert!(journal_records(&j[..20], 1024).is_none());
+    }
+
+    #[test]
+    fn super_journal_pointer_at_the_end() {
+        let mut j = journal(0x1234, 3, &[(1, 0xaa)], 1024);
+        assert_eq!(super_journal_name(&j, 1024), None);
+        let name = b"/mnt/a.db-mj0123ABCD";
+        j.extend_from_slice(&(0x4000_0000u32 / 1024 + 1).to_be_bytes());
+        j.extend_from_slice(name);
+        j.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        let sum = name.iter().fold(0u32, |s, &b| s.wrapping_add(u32::from(b)));
+        j.extend_from_slice(&sum.to_be_bytes());
+        j.extend_from_slice(&JOURNAL_MAGIC);
+        assert_eq!(super_journal_name(&j, 1024), Some(&name[..]));
+        // The records before it still play back.
+        assert_eq!(journal_records(&j, 1024).unwrap().1.len(), 1);
+        // Wrong page size (lock page), bad checksum, bad magic: none.
+        assert_eq!(super_journal_name(&j, 4096), None);
+        let n = j.len();
+        let mut bad = j.clone();
+        bad[n - 9] ^= 1;
+        assert_eq!(super_journal_name(&bad, 1024), None);
+        let mut bad = j.clone();
+        bad[n - 1] ^= 1;
+        assert_eq!(super_journal_name(&bad, 1024), None);
+        assert_eq!(super_journal_name(&j[..10], 1024), None);
     }
 }
