@@ -121,7 +121,7 @@ fn a_transaction_over_two_databases_is_atomic_across_kill_9_of_the_node() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x5eed_2026);
     let mut acked = 0u64;
-    for round in 0..9 {
+    for round in 0..12 {
         let mode = MODES[round % MODES.len()];
         // The writer prints the value after each acknowledged commit.
         let mut w = python(
@@ -141,6 +141,8 @@ fn a_transaction_over_two_databases_is_atomic_across_kill_9_of_the_node() {
             let v: u64 = lines.next().unwrap().unwrap().trim().parse().unwrap();
             acked = acked.max(v);
         }
+        // The kill point: a pseudo-random moment inside the next few transactions.
+        std::thread::sleep(Duration::from_micros(next(&mut seed) % 6000));
         c.kill_node(0);
         // What the writer printed before it saw the mount go.
         for l in lines.map_while(Result::ok) {
@@ -160,6 +162,15 @@ fn a_transaction_over_two_databases_is_atomic_across_kill_9_of_the_node() {
         assert!(v[0] >= acked, "round {round} ({mode}): acknowledged {acked}, found {}", v[0]);
         acked = v[0];
     }
+    // The kills must have cut transactions open: recovery played a journal back (the
+    // super-journal still there) or kept a committed one (it was gone).
+    let log = c.log(0);
+    let (rolled, kept) = (
+        log.matches("rolling back hot journal").count(),
+        log.matches("journal of a committed multi-database transaction").count(),
+    );
+    eprintln!("recovery: {rolled} journals rolled back, {kept} committed ones kept");
+    assert!(rolled + kept > 0, "no kill landed inside a transaction");
     for db in ["a.db", "b.db"] {
         assert_identical(&c, db);
     }
