@@ -42,11 +42,8 @@ fn python(dir: &std::path::Path, mode: &str, script: &str) -> Command {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{text}");
     text
 }
@@ -116,10 +113,8 @@ fn a_transaction_over_two_databases_is_atomic_across_kill_9_of_the_node() {
         "a.execute('CREATE TABLE t(v)'); a.execute('CREATE TABLE b.t(v)')\n\
          a.execute('INSERT INTO t VALUES (0)'); a.execute('INSERT INTO b.t VALUES (0)')",
     ));
-    let mut seed: u64 = std::env::var("SUPERJOURNAL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0x5eed_2026);
+    let mut seed: u64 =
+        std::env::var("SUPERJOURNAL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed_2026);
     let mut acked = 0u64;
     for round in 0..12 {
         let mode = MODES[round % MODES.len()];

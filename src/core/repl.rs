@@ -134,8 +134,6 @@ pub enum ApplyError {
     PreApply { expected: Checksum, actual: Checksum },
     #[error("applying would give checksum {actual}, the file promises {expected}")]
     PostApply { expected: Checksum, actual: Checksum },
-    #[error("page size {file} differs from the database's {db}")]
-    PageSize { file: u32, db: u32 },
     #[error("page {pgno} leaves a hole past the end ({pages} pages)")]
     Hole { pgno: PageNo, pages: u32 },
     #[error("snapshot page {pgno} leaves a hole past page {pages}")]
@@ -176,6 +174,7 @@ pub struct Incoming {
     pub min_txid: Txid,
     pub pos: Pos,
     pub timestamp_ms: i64,
+    /// The file replaces the whole database: a snapshot, or a page size change.
     pub snapshot: bool,
     pub pages: Vec<(PageNo, Vec<u8>, Checksum)>,
 }
@@ -217,11 +216,14 @@ impl Incoming {
                     actual: at.checksum,
                 });
             }
-            if state.page_size != 0 && state.page_size != h.page_size && h.commit != 0 {
-                return Err(ApplyError::PageSize { file: h.page_size, db: state.page_size });
-            }
         }
-        let base = if snapshot { 0 } else { state.checksums.page_count() };
+        // A page size change (SQLite's VACUUM after `PRAGMA page_size`, a backup restored
+        // over the database) rewrites every page: the file must hold all of them, as a
+        // snapshot does, while it still continues this database's history (checked above).
+        let resized =
+            !snapshot && state.page_size != 0 && state.page_size != h.page_size && h.commit != 0;
+        let whole = snapshot || resized;
+        let base = if whole { 0 } else { state.checksums.page_count() };
         let lock = PageNo::lock_page(h.page_size);
         let mut end = base;
         let mut pages = Vec::new();
@@ -234,7 +236,7 @@ impl Incoming {
             // number cannot make us allocate for billions of pages.
             let next = if PageNo(end + 1) == lock { end + 2 } else { end + 1 };
             if p.pgno.0 > next {
-                hole = Some(if snapshot {
+                hole = Some(if whole {
                     // Not about this database's history: the snapshot itself is malformed.
                     ApplyError::SnapshotHole { pgno: p.pgno, pages: end }
                 } else {
@@ -251,8 +253,7 @@ impl Incoming {
         if let Some(e) = hole {
             return Err(e);
         }
-        let actual =
-            preview(if snapshot { None } else { Some(&state.checksums) }, &pages, h.commit);
+        let actual = preview(if whole { None } else { Some(&state.checksums) }, &pages, h.commit);
         if actual != trailer.post_apply_checksum {
             return Err(ApplyError::PostApply { expected: trailer.post_apply_checksum, actual });
         }
@@ -262,7 +263,7 @@ impl Incoming {
             min_txid: h.min_txid,
             pos: Pos { txid: h.max_txid, checksum: trailer.post_apply_checksum },
             timestamp_ms: h.timestamp,
-            snapshot,
+            snapshot: whole,
             pages,
         })
     }

@@ -192,7 +192,9 @@ impl LtxLog {
     /// still in the WAL, which the shell keeps until a barrier flushed it.
     pub fn stage(&mut self, c: Commit) -> Result<(), DbError> {
         let old = self.state.checksums.page_count();
-        let snapshot = self.state.pos.txid == Txid::ZERO || self.deleted;
+        // A page size change rewrites every page, as after a deletion (see `Db::write`).
+        let resized = self.state.page_size != 0 && c.page_size != self.state.page_size;
+        let snapshot = self.state.pos.txid == Txid::ZERO || self.deleted || resized;
         let mut changed: Vec<(PageNo, Vec<u8>, Checksum)> = Vec::with_capacity(c.pages.len());
         for (p, d) in c.pages {
             let sum = page_checksum(p, &d);
@@ -204,8 +206,12 @@ impl LtxLog {
             return Ok(()); // changed nothing: no TXID
         }
         let salts = |w: Option<WalRange>| w.map(|w| (w.salt1, w.salt2));
-        if self.staged.as_ref().is_some_and(|st| salts(st.wal) != salts(c.wal)) {
-            // One file describes one WAL generation.
+        if self
+            .staged
+            .as_ref()
+            .is_some_and(|st| salts(st.wal) != salts(c.wal) || st.page_size != c.page_size)
+        {
+            // One file describes one WAL generation, at one page size.
             self.flush()?;
         }
         let txid = self.state.pos.txid.next().ok_or(DbError::Recovery {

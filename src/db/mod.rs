@@ -460,13 +460,18 @@ impl Db {
     /// Makes the file at `from` (a node-local `<db>-journal`, `-wal` or `-shm` made
     /// before the database existed, or a copy) this database's file of `kind`: moved, not
     /// copied, so a hot journal keeps its contents for SQLite to roll back.
+    ///
+    /// The database file itself is adopted only in place of an empty one (a new database:
+    /// the node-local file it was created as holds no data yet, see `crate::fuse`).
     pub fn adopt(&self, kind: FileKind, from: &Path) -> Result<(), DbError> {
-        if kind == FileKind::Database {
-            return Err(DbError::NotFound("an auxiliary file kind"));
-        }
         self.check_writable()?;
         let _g = self.lock();
-        if self.file(kind).is_some() {
+        let taken = match self.file(kind) {
+            Some(f) if kind == FileKind::Database => f.metadata()?.len() > 0,
+            Some(_) => true,
+            None => false,
+        };
+        if taken {
             return Err(io::Error::from_raw_os_error(libc::EEXIST).into());
         }
         let to = self.dir.join(kind.backing_name());
@@ -541,9 +546,9 @@ impl Db {
                 // SQLite writes whole pages. A tool may write part of one (a byte patch,
                 // `dd`): accepted inside the file, or when it ends on a page boundary, so
                 // the file stays whole pages.
-                let whole = offset.is_multiple_of(u64::from(ps)) && data.len().is_multiple_of(ps as usize);
-                let keeps_pages =
-                    end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len();
+                let whole =
+                    offset.is_multiple_of(u64::from(ps)) && data.len().is_multiple_of(ps as usize);
+                let keeps_pages = end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len();
                 if data.is_empty() || !(whole || keeps_pages) {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
                 }
@@ -1120,9 +1125,19 @@ impl Db {
         if inner.page_size == 0 {
             return Ok(false); // nothing was ever written
         }
+        // SQLite changes the page size only by rewriting the whole file (VACUUM after
+        // `PRAGMA page_size`, a backup restored over it): every page of the new size goes
+        // into this transaction.
+        let mut old = inner.page_count;
+        if let Some(h) = read_header(&db)?
+            && h.page_size != inner.page_size
+        {
+            tracing::info!(db = %self.name, from = inner.page_size, to = h.page_size, "page size changed");
+            inner.page_size = h.page_size;
+            old = 0;
+        }
         let ps = inner.page_size;
         let commit = db_page_count(&db, ps)?;
-        let old = inner.page_count;
         let candidates = dirty.iter().copied().filter(|p| p.0 <= commit).chain(
             // Pages the database grew by but SQLite never wrote read as what is on disk.
             (old + 1..=commit).map(PageNo).filter(|p| dirty.binary_search(p).is_err()),

@@ -528,7 +528,8 @@ fn record_whole(
 /// the transaction outside the mount) is looked up where it is. Errs towards "exists" (a
 /// rollback, as SQLite would do) when the name cannot be read.
 fn super_exists(db: &Db, name: &[u8]) -> bool {
-    let path = std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
+    let path =
+        std::path::Path::new(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name));
     if path.exists() {
         return true;
     }

@@ -294,6 +294,21 @@ impl Local {
         Ok(out)
     }
 
+    /// Whether the file (behind `fh`, else at `rel`) holds no data: it is empty, or one
+    /// hole (`SEEK_DATA` finds nothing). A file system without `SEEK_DATA` reports data.
+    pub fn holds_no_data(&self, fh: u64, rel: &Path) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(f) = self.file(fh, Some(rel)) else { return false };
+        let Ok(md) = f.metadata() else { return false };
+        if md.len() == 0 {
+            return true;
+        }
+        // SAFETY: a valid descriptor; SEEK_DATA does not move anything we rely on (every
+        // read and write here is positional).
+        let at = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+        at < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
+    }
+
     /// Whether the regular file at `rel` starts with the SQLite header string.
     pub fn is_sqlite(&self, rel: &Path) -> bool {
         let Ok(f) = File::open(self.path(rel)) else { return false };

@@ -491,10 +491,9 @@ impl Fs {
         {
             return None;
         }
-        let empty = match self.local.handle(fh) {
-            Some(f) => f.metadata().is_ok_and(|m| m.len() == 0),
-            None => self.local.lstat(&PathBuf::from(&name)).is_ok_and(|m| m.len() == 0),
-        };
+        // Empty, or only a hole: SQLite with mmap on grows a new database to its final size
+        // (ftruncate, SQLITE_FCNTL_SIZE_HINT) before writing page 1.
+        let empty = self.local.holds_no_data(fh, &PathBuf::from(&name));
         empty.then_some(name)
     }
 
@@ -534,10 +533,10 @@ impl Fs {
                 }
             }
         }
-        if let Err(e) = std::fs::remove_file(self.local.path(&PathBuf::from(name)))
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(db = name, error = %e, "empty node-local file left beside the new database");
+        // The file itself becomes the database file (its length is the one SQLite set).
+        let own = self.local.path(&PathBuf::from(name));
+        if own.exists() {
+            db.adopt(FileKind::Database, &own).map_err(|e| errno::errno(&e))?;
         }
         self.table().make_db(ino, id, FileKind::Database);
         tracing::info!(db = name, "database created");
@@ -957,10 +956,12 @@ impl Filesystem for Fs {
     ) {
         match self.node(ino) {
             Some(Node::Pos(_)) => reply.ok(),
-            Some(Node::Local(l)) => match self.local.fsync(fh.0, self.table().path(l).as_deref(), datasync) {
-                Ok(()) => reply.ok(),
-                Err(e) => reply.error(io_errno(e)),
-            },
+            Some(Node::Local(l)) => {
+                match self.local.fsync(fh.0, self.table().path(l).as_deref(), datasync) {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(io_errno(e)),
+                }
+            }
             _ => match self.file_op(ino, |db, kind| db.fsync(kind)) {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(e),

@@ -113,8 +113,9 @@ impl DbState {
 /// Applies one LTX file from `reader` to `store`, updating `state`. Returns the new position.
 ///
 /// Checks, in order: the file's header; for an incremental file that `state.pos` equals
-/// `(MinTXID-1, PreApplyChecksum)`, that the page sizes agree and that the checksums in `state`
-/// give that pre-apply checksum; then, after writing, the file checksum and that the database
+/// `(MinTXID-1, PreApplyChecksum)` and that the checksums in `state`
+/// give that pre-apply checksum (a file with another page size must then hold every page);
+/// then, after writing, the file checksum and that the database
 /// checksum equals the trailer's post-apply checksum. A snapshot replaces the database.
 pub fn apply<R: Read, S: PageStore>(
     mut reader: LtxReader<R>,
@@ -133,12 +134,14 @@ pub fn apply<R: Read, S: PageStore>(
                 pre_apply: h.pre_apply_checksum,
             });
         }
-        if state.page_size != 0 && state.page_size != h.page_size {
-            return Err(LtxError::PageSizeMismatch { file: h.page_size, db: state.page_size });
-        }
         let actual = state.checksums.checksum();
         if actual != h.pre_apply_checksum {
             return Err(LtxError::PreApplyChecksum { expected: h.pre_apply_checksum, actual });
+        }
+        // A page size change rewrites every page: the checks below then require the file
+        // to hold all of them, from page 1.
+        if state.page_size != 0 && state.page_size != h.page_size && h.commit != 0 {
+            state.checksums = PageChecksums::new();
         }
     }
     // A database only grows by pages the file holds: the primary never ships a hole past the

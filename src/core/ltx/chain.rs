@@ -12,8 +12,6 @@ pub enum ChainBreak {
     TxidGap { index: usize, prev_max: Txid, min: Txid },
     #[error("file {index} expects checksum {pre} before it, the previous file leaves {prev_post}")]
     ChecksumBreak { index: usize, prev_post: Checksum, pre: Checksum },
-    #[error("file {index} has page size {page_size}, the previous file {prev}")]
-    PageSizeChange { index: usize, prev: u32, page_size: u32 },
 }
 
 /// Checks `files` (sorted by MinTXID) and returns every break plus the position after the
@@ -37,13 +35,6 @@ pub fn check_chain(files: &[Summary]) -> (Vec<ChainBreak>, Option<Pos>) {
                 index,
                 prev_post: a.trailer.post_apply_checksum,
                 pre: b.header.pre_apply_checksum,
-            });
-        }
-        if a.header.page_size != b.header.page_size && !a.header.is_deletion() {
-            breaks.push(ChainBreak::PageSizeChange {
-                index,
-                prev: a.header.page_size,
-                page_size: b.header.page_size,
             });
         }
     }
@@ -86,10 +77,8 @@ mod tests {
         assert!(matches!(check_chain(&brk).0[..], [ChainBreak::ChecksumBreak { index: 1, .. }]));
         let mut ps = s(2, 2, 0x81, 0x82);
         ps.header.page_size = 512;
-        assert!(matches!(
-            check_chain(&[s(1, 1, 0, 0x81), ps]).0[..],
-            [ChainBreak::PageSizeChange { index: 1, prev: 4096, page_size: 512 }]
-        ));
+        // A page size change continues the history (the file rewrites every page).
+        assert_eq!(check_chain(&[s(1, 1, 0, 0x81), ps]).0, vec![]);
         // A snapshot restarts the chain.
         let restart = [s(1, 1, 0, 0x81), s(1, 5, 0, 0x85), s(6, 6, 0x85, 0x86)];
         assert_eq!(check_chain(&restart).0, vec![]);

@@ -87,8 +87,6 @@ pub enum LtxError {
     PostApplyChecksum { expected: Checksum, actual: Checksum },
     #[error("database is at {actual}, but this file applies at txid {}/{}", .min_txid.0.wrapping_sub(1), .pre_apply)]
     PositionMismatch { actual: Pos, min_txid: Txid, pre_apply: Checksum },
-    #[error("page size {file} does not match the database's {db}")]
-    PageSizeMismatch { file: u32, db: u32 },
     #[error("database checksum before apply is {actual}, the file expects {expected}")]
     PreApplyChecksum { expected: Checksum, actual: Checksum },
     #[error("database checksum after apply is {actual}, the file promises {expected}")]
