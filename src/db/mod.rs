@@ -522,10 +522,15 @@ impl Db {
         let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
         match kind {
             FileKind::Database => {
+                // Inside a rollback-journal transaction anything goes: the journal restores
+                // the pages if it does not commit (SQLite's crash tests tear unsynced pages,
+                // the header included, before the hot journal is played back).
+                let in_txn = self.journal_active()?;
                 if offset < 100 {
-                    // Page 1 carries the page size and journal mode: whatever writes into
-                    // the header (SQLite a whole page, a tool a few bytes) must leave a
-                    // valid one, or no transaction of this file could be read back.
+                    // Page 1 carries the page size and journal mode: outside a transaction,
+                    // whatever writes into the header (SQLite a whole page, a tool a few
+                    // bytes) must leave a valid one, or no transaction of this file could be
+                    // read back (the mount turns such a file into a node-local one first).
                     let mut head = [0u8; 100];
                     if offset > 0 || data.len() < 100 {
                         let _ = f.pread_exact(&mut head, 0)?;
@@ -533,10 +538,15 @@ impl Db {
                     let at = offset as usize;
                     let n = data.len().min(100 - at);
                     head[at..at + n].copy_from_slice(&data[..n]);
-                    let h = DbHeader::parse(&head).map_err(|_| DbError::NotSqlite)?;
-                    inner.mode = h.journal_mode();
-                    if inner.page_size == 0 {
-                        inner.page_size = h.page_size;
+                    match DbHeader::parse(&head) {
+                        Ok(h) => {
+                            inner.mode = h.journal_mode();
+                            if inner.page_size == 0 {
+                                inner.page_size = h.page_size;
+                            }
+                        }
+                        Err(_) if in_txn && inner.page_size != 0 => {}
+                        Err(_) => return Err(DbError::NotSqlite),
                     }
                 } else if inner.page_size == 0 {
                     return Err(DbError::NotSqlite);
@@ -546,8 +556,10 @@ impl Db {
                 // SQLite writes whole pages. A tool may write part of one (a byte patch,
                 // `dd`): accepted inside the file, or when it ends on a page boundary, so
                 // the file stays whole pages.
-                let whole =
-                    offset.is_multiple_of(u64::from(ps)) && data.len().is_multiple_of(ps as usize);
+                // Any page size's pages (512 is the smallest): SQLite changing the page size
+                // (a backup onto this database) writes pages of the new size before page 1
+                // says so.
+                let whole = offset.is_multiple_of(512) && data.len().is_multiple_of(512);
                 let keeps_pages = end.is_multiple_of(u64::from(ps)) || end <= f.metadata()?.len();
                 if data.is_empty() || !(whole || keeps_pages) {
                     return Err(DbError::UnalignedWrite { offset, len: data.len(), page_size: ps });
@@ -562,7 +574,7 @@ impl Db {
                     && (first..first + n).all(|p| {
                         u32::try_from(p).is_ok_and(|p| inner.wal.page_offset(PageNo(p)).is_some())
                     });
-                let loose = !checkpoint && !self.journal_active()?;
+                let loose = !checkpoint && !in_txn;
                 if loose {
                     if wal_frames {
                         return Err(DbError::OutsideTransaction(format!(
@@ -673,6 +685,13 @@ impl Db {
             let _ = self.end_loose(&mut inner)?;
         }
         Ok(())
+    }
+
+    /// Whether SQLite may be in the middle of changing the file: a rollback-journal
+    /// transaction is in progress, or the WAL holds pages (see [`Db::become_file`]).
+    pub fn in_sqlite_transaction(&self) -> Result<bool, DbError> {
+        let inner = self.lock();
+        Ok(self.journal_active()? || inner.wal.indexed_pages() > 0)
     }
 
     /// Whether a rollback-journal transaction is in progress: the journal's header carries

@@ -270,7 +270,10 @@ impl Fs {
                 let db = self.db(id)?;
                 let f = db.file(kind).ok_or(Errno::ENOENT)?;
                 let md = f.metadata().map_err(Errno::from)?;
-                base(FileType::RegularFile, md.len(), 0o644, md.modified().unwrap_or(now))
+                // The backing file's permissions: SQLite gives a new journal or WAL the
+                // database's (and tests check it).
+                let perm = (std::os::unix::fs::MetadataExt::mode(&md) & 0o7777) as u16;
+                base(FileType::RegularFile, md.len(), perm, md.modified().unwrap_or(now))
             }
             Node::Pos(id) => {
                 let db = self.db(id)?;
@@ -464,6 +467,10 @@ impl Fs {
             && db.exists()
         {
             db.create(kind).map_err(|e| errno::errno(&e))?;
+            if let Some(f) = db.file(kind) {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+            }
             return Ok((Node::File(self.id(db.name()), kind), 0));
         }
         // A replica's root holds the primary's databases: a new file there could only be a
@@ -547,6 +554,9 @@ impl Fs {
     /// SQLite header.
     fn breaks_header(&self, id: u64, data: &[u8], offset: u64) -> Result<bool, Errno> {
         let db = self.db(id)?;
+        if db.in_sqlite_transaction().map_err(|e| errno::errno(&e))? {
+            return Ok(false); // the journal or the WAL has what SQLite needs: see Db::write
+        }
         let mut head = [0u8; 100];
         if offset > 0 || data.len() < 100 {
             db.read(FileKind::Database, &mut head, 0).map_err(|e| errno::errno(&e))?;
@@ -571,10 +581,20 @@ impl Fs {
             errno::errno(&e)
         })?;
         self.table().make_local(ino, ROOT, OsStr::new(&name), id, FileKind::Database);
-        for kind in FileKind::ALL {
-            self.invalidate(Node::File(id, kind));
+        // Hazard: this runs inside the kernel's write on that very inode, and invalidating
+        // its pages waits for that write: invalidate from another thread.
+        if let Some(n) = self.notifier.get().cloned() {
+            let inos: Vec<INodeNo> = FileKind::ALL
+                .iter()
+                .map(|&k| self.ino(Node::File(id, k)))
+                .chain([INodeNo(ino)])
+                .collect();
+            std::thread::spawn(move || {
+                for i in inos {
+                    let _ = n.inval_inode(i, 0, 0);
+                }
+            });
         }
-        self.invalidate(Node::Local(ino));
         tracing::warn!(db = %name,
             "a write left the database without a SQLite header: it is deleted on every node \
              and goes on as a node-local file");
@@ -704,8 +724,18 @@ impl Filesystem for Fs {
                 Err(e) => reply.error(io_errno(e)),
             };
         }
-        // Mode, owner and times of a database's files are cosmetic (all belong to the
-        // litefleet process); only size changes reach the database.
+        // Owner and times of a database's files are cosmetic (all belong to the litefleet
+        // process); the mode is kept on the backing file (node-local, not replicated); size
+        // changes reach the database.
+        if let (Some(mode), Some(Node::File(id, kind))) = (mode, node) {
+            let set = self.db(id).and_then(|db| db.file(kind).ok_or(Errno::ENOENT)).and_then(|f| {
+                use std::os::unix::fs::PermissionsExt;
+                f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777)).map_err(io_errno)
+            });
+            if let Err(e) = set {
+                return reply.error(e);
+            }
+        }
         let res = match (size, node) {
             // `echo … > <db>-pos` truncates first: the file is generated, nothing to do.
             (Some(_), Some(Node::Pos(_) | Node::Promote)) => Ok(None),
