@@ -1181,6 +1181,19 @@ impl Filesystem for Fs {
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let node = match self.lookup_name(parent, name) {
             Ok(n) => n,
+            // An auxiliary file that went with its database's deletion: the kernel may
+            // still hold its entry (the invalidation runs on another thread, see below),
+            // and a tool deleting `<db>*` must not fail on it.
+            Err(Errno::ENOENT)
+                if parent.0 == ROOT
+                    && name.to_str().is_some_and(|n| {
+                        let (base, kind, _) = Self::parse_name(n);
+                        kind.is_some_and(|k| k != FileKind::Database)
+                            && self.store.get(base).is_some_and(|d| !d.exists())
+                    }) =>
+            {
+                return reply.ok();
+            }
             Err(e) => return reply.error(e),
         };
         let res = match node {
