@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs SQLite's own TCL test files twice in one run: with the working directory (where
 # test.db and every helper file goes) (a) a bare temporary directory and (b) the mount of a
-# real single-node litefleet primary, and prints a comparison table.
+# real litefleet primary with a replica following it over QUIC, and prints a comparison
+# table. After each file, every database the primary holds must be on the replica at the
+# same position (TXID and page checksums) and, when the primary's file is the whole
+# database, byte-identical; otherwise the file's mount result is "replica differs".
 #
 #   scripts/sqlite-testsuite.sh [options] [TEST.test ...]
 #
@@ -89,7 +92,8 @@ mkdir -p "$out/logs/bare" "$out/logs/mount" || die "cannot make $out"
 out=$(cd "$out" && pwd)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/sqlite-testsuite.XXXXXX") || die "mktemp failed"
 mnt=$tmp/mnt
-mkdir -p "$tmp/bare" "$mnt"
+rmnt=$tmp/rmnt
+mkdir -p "$tmp/bare" "$mnt" "$rmnt"
 say "${#tests[@]} test files, timeout ${timeout_s}s each; litefleet $bin; logs in $out"
 
 # A log's name for a test file (../ext/rtree/rtree1.test -> ext-rtree-rtree1).
@@ -122,6 +126,11 @@ start_node() {
     local data=$tmp/data-$node_n port cfg=$tmp/node-$node_n.yml i
     port=$(( 30000 + RANDOM % 20000 ))
     for i in 1 2 3 4 5 6 7 8 9 10; do port_free "$port" && break; port=$(( 30000 + RANDOM % 20000 )); done
+    if [ ! -f "$tmp/certs/ca.pem" ]; then
+        "$bin" certs dev --out "$tmp/certs" --nodes n1,n2 >/dev/null 2>&1 \
+            || { say "litefleet certs dev failed"; return 1; }
+    fi
+    primary_data=$data
     cat > "$cfg" <<CFG
 fuse:
   dir: "$mnt"
@@ -132,16 +141,47 @@ http:
 lease:
   type: static
   candidate: true
+  hostname: n1
+  advertise-url: "http://127.0.0.1:$port"
+tls:
+  ca: "$tmp/certs/ca.pem"
+  cert: "$tmp/certs/n1.pem"
+  key: "$tmp/certs/n1-key.pem"
 CFG
     "$bin" mount --config "$cfg" > "$out/node-$node_n.log" 2>&1 &
     node_pid=$!
     echo "$node_pid" > "$tmp/node.pid"
+    # The replica: follows the primary; every database must end at the primary's position
+    # with the same bytes (checked after each test file, see check_replica).
+    replica_data=$tmp/rdata-$node_n
+    local rport; rport=$(( 30000 + RANDOM % 20000 ))
+    for i in 1 2 3 4 5 6 7 8 9 10; do port_free "$rport" && [ "$rport" != "$port" ] && break; rport=$(( 30000 + RANDOM % 20000 )); done
+    cat > "$tmp/replica-$node_n.yml" <<CFG
+fuse:
+  dir: "$rmnt"
+data:
+  dir: "$replica_data"
+http:
+  addr: "127.0.0.1:$rport"
+lease:
+  type: static
+  candidate: false
+  hostname: n2
+  advertise-url: "http://127.0.0.1:$port"
+tls:
+  ca: "$tmp/certs/ca.pem"
+  cert: "$tmp/certs/n2.pem"
+  key: "$tmp/certs/n2-key.pem"
+CFG
+    LITEFLEET_LOG=${REPLICA_LOG:-info} "$bin" mount --config "$tmp/replica-$node_n.yml" > "$out/replica-$node_n.log" 2>&1 &
+    replica_pid=$!
     for i in $(seq 1 300); do
         if ! kill -0 "$node_pid" 2>/dev/null; then
             say "litefleet exited during startup:"; tail -20 "$out/node-$node_n.log" >&2
             node_pid=; return 1
         fi
-        if is_mounted && timeout 2 cat "$mnt/.lag" >/dev/null 2>&1; then
+        if is_mounted && timeout 2 cat "$mnt/.lag" >/dev/null 2>&1 \
+            && timeout 2 cat "$rmnt/.lag" >/dev/null 2>&1; then
             say "node $node_n up (pid $node_pid, mount $mnt)"; return 0
         fi
         sleep 0.1
@@ -160,7 +200,43 @@ abort_fuse() {
         && echo 1 > "/sys/fs/fuse/connections/${dev#*:}/abort" 2>/dev/null
     return 0
 }
+# After a test file on the mount: every database the primary holds is, on the replica, at
+# the primary's position (TXID and checksum of every page), and, when the primary's file is
+# the whole database (no WAL frames, no journal), byte-identical. Prints what differs.
+check_replica() {
+    local d name want got bad=() i
+    for d in "$primary_data"/dbs/*/; do
+        name=$(basename "$d")
+        [ -f "$d/database" ] || continue
+        want=$(timeout 5 cat "$mnt/$name-pos" 2>/dev/null) || continue
+        got=
+        for i in $(seq 1 300); do
+            got=$(timeout 5 cat "$rmnt/$name-pos" 2>/dev/null)
+            [ "$got" = "$want" ] && break
+            sleep 0.1
+        done
+        if [ "$got" != "$want" ]; then bad+=("$name@${got:-none}!=$want"); continue; fi
+        if [ ! -s "$d/wal" ] && [ ! -e "$d/journal" ] && [ -f "$replica_data/dbs/$name/database" ] \
+            && ! cmp -s "$d/database" "$replica_data/dbs/$name/database"; then
+            bad+=("$name:bytes")
+        fi
+    done
+    [ ${#bad[@]} -eq 0 ] || echo "${bad[*]}"
+}
+stop_replica() {
+    if [ -n "${replica_pid:-}" ] && kill -0 "$replica_pid" 2>/dev/null; then
+        kill -TERM "$replica_pid" 2>/dev/null
+        for i in $(seq 1 100); do kill -0 "$replica_pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$replica_pid" 2>/dev/null
+        wait "$replica_pid" 2>/dev/null
+    fi
+    replica_pid=
+    if awk -v m="$rmnt" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; then
+        fusermount3 -u -z "$rmnt" 2>/dev/null || umount -l "$rmnt" 2>/dev/null
+    fi
+}
 stop_node() {
+    stop_replica
     local pid=${node_pid:-$(cat "$tmp/node.pid" 2>/dev/null)} i
     if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
         kill -TERM "$pid" 2>/dev/null
@@ -242,6 +318,13 @@ run_pass() {
             if ! kill -0 "$node_pid" 2>/dev/null; then
                 [ -z "$extra" ] && extra="node died"
                 echo "(harness: the litefleet node exited during this file)" >> "$log"
+            elif [ -z "$extra" ]; then
+                local differ
+                differ=$(check_replica)
+                if [ -n "$differ" ]; then
+                    extra="replica differs"
+                    echo "(harness: the replica differs from the primary: $differ)" >> "$log"
+                fi
             fi
         fi
         printf '%s\t%s\t%s\n' "$t" "$(result "$log" "$rc" "$extra")" \

@@ -861,10 +861,12 @@ impl Db {
     }
 
     /// The database stops being one (a write left it without a SQLite header, see
-    /// `crate::fuse`): a deletion transaction is written, as for `rm`, and the file is moved
-    /// to `to` instead of removed. Refused (EPERM) inside a SQLite transaction or while the
-    /// WAL holds pages: SQLite's own writes never break the header.
-    pub fn become_file(&self, to: &Path) -> Result<(), DbError> {
+    /// `crate::fuse`): a deletion transaction is written, as for `rm`, and its files are
+    /// moved instead of removed: each kind to `to(kind)` (connections may hold them open,
+    /// SQLite maps `-shm`: removing it would make their next page fault a SIGBUS). Refused
+    /// (EPERM) inside a SQLite transaction or while the WAL holds pages: SQLite's own
+    /// writes never break the header.
+    pub fn become_file(&self, to: impl Fn(FileKind) -> PathBuf) -> Result<(), DbError> {
         self.check_writable()?;
         self.check_health()?;
         let mut inner = self.lock();
@@ -883,10 +885,9 @@ impl Db {
             let timestamp_ms = now_ms();
             self.call(|reply| DbMsg::Delete { page_size, timestamp_ms, reply })?;
         }
-        fs::rename(self.dir.join(FileKind::Database.backing_name()), to)?;
         for kind in FileKind::ALL {
-            if kind != FileKind::Database {
-                let _ = fs::remove_file(self.dir.join(kind.backing_name()));
+            if self.file(kind).is_some() {
+                fs::rename(self.dir.join(kind.backing_name()), to(kind))?;
             }
             self.set_file(kind, None);
         }

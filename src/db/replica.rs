@@ -119,8 +119,23 @@ fn shm_current(mount: &Path, name: &str, shm: Option<&File>) -> bool {
     let path = mount.join(format!("{name}-shm"));
     match shm {
         Some(f) => match (f.metadata(), fs::metadata(&path)) {
-            (Ok(a), Ok(b)) => a.nlink() > 0 && a.ino() == b.ino() && a.dev() == b.dev(),
-            _ => false,
+            (Ok(a), Ok(b)) => {
+                let same = a.nlink() > 0 && a.ino() == b.ino() && a.dev() == b.dev();
+                if !same {
+                    tracing::debug!(
+                        db = name,
+                        open_ino = a.ino(),
+                        open_nlink = a.nlink(),
+                        path_ino = b.ino(),
+                        "-shm: the open descriptor is not the file"
+                    );
+                }
+                same
+            }
+            (a, b) => {
+                tracing::debug!(db = name, open = ?a.err(), path = ?b.err(), "-shm not found");
+                false
+            }
         },
         None => !path.exists(),
     }

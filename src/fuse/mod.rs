@@ -196,8 +196,19 @@ impl KernelCache for Kernel {
         }
         // A negative entry cached before the database existed here would hide it (a new
         // database always starts with a snapshot or deletion: `pages` is None then).
+        // A whole-database change (a snapshot or a deletion, applied behind the kernel's
+        // back) may also have removed its auxiliary files: a cached entry for a removed
+        // `-shm` made the replica applier's own O_CREAT open reach the stale inode (ENOENT)
+        // after every re-creation.
         if pages.is_none() {
-            for name in [name.to_owned(), format!("{name}-pos")] {
+            let names = [
+                name.to_owned(),
+                format!("{name}-pos"),
+                format!("{name}-journal"),
+                format!("{name}-wal"),
+                format!("{name}-shm"),
+            ];
+            for name in names {
                 let _ = n.inval_entry(INodeNo(ROOT), OsStr::new(&name));
             }
         }
@@ -576,11 +587,24 @@ impl Fs {
         let name = self.name_of(id).ok_or(Errno::ENOENT)?;
         let db = self.db(id)?;
         let rel = PathBuf::from(&name);
-        db.become_file(&self.local.path(&rel)).map_err(|e| {
-            tracing::warn!(db = %name, error = %e, "cannot turn the database into a plain file");
-            errno::errno(&e)
-        })?;
-        self.table().make_local(ino, ROOT, OsStr::new(&name), id, FileKind::Database);
+        // Which of its files exist, under which numbers the kernel knows them.
+        let aux: Vec<(FileKind, u64)> = [FileKind::Journal, FileKind::Wal, FileKind::Shm]
+            .into_iter()
+            .filter(|&k| db.file(k).is_some())
+            .map(|k| (k, self.ino(Node::File(id, k)).0))
+            .collect();
+        db.become_file(|kind| self.local.path(&PathBuf::from(format!("{name}{}", kind.suffix()))))
+            .map_err(|e| {
+                tracing::warn!(db = %name, error = %e, "cannot turn the database into a plain file");
+                errno::errno(&e)
+            })?;
+        let mut t = self.table();
+        t.make_local(ino, ROOT, OsStr::new(&name), id, FileKind::Database);
+        for (kind, aux_ino) in aux {
+            let aux_name = format!("{name}{}", kind.suffix());
+            t.make_local(aux_ino, ROOT, OsStr::new(&aux_name), id, kind);
+        }
+        drop(t);
         // Hazard: this runs inside the kernel's write on that very inode, and invalidating
         // its pages waits for that write: invalidate from another thread.
         if let Some(n) = self.notifier.get().cloned() {
@@ -814,6 +838,13 @@ impl Filesystem for Fs {
                 Ok(db) if db.file(kind).is_some() => {
                     reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH)
                 }
+                // A `-shm` removed behind a cached entry (the kernel sends OPEN, not
+                // CREATE, for a name it still knows): SQLite opens it with O_CREAT, and an
+                // empty wal-index is what it expects of a new one.
+                Ok(db) if kind == FileKind::Shm && db.exists() => match db.create(kind) {
+                    Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH),
+                    Err(e) => reply.error(errno::errno(&e)),
+                },
                 _ => reply.error(Errno::ENOENT),
             },
             Some(Node::Root) => reply.error(Errno::EISDIR),
