@@ -218,7 +218,7 @@ check_replica() {
         if [ "$got" != "$want" ]; then bad+=("$name@${got:-none}!=$want"); continue; fi
         if [ ! -s "$d/wal" ] && [ ! -e "$d/journal" ] && [ -f "$replica_data/dbs/$name/database" ] \
             && ! cmp -s "$d/database" "$replica_data/dbs/$name/database"; then
-            bad+=("$name:bytes")
+            bad+=("$name:bytes($(stat -c %s "$d/database")/$(stat -c %s "$replica_data/dbs/$name/database"),$(cmp "$d/database" "$replica_data/dbs/$name/database" 2>&1 | head -1 | awk '{print $5}'),$(od -An -tx1 -j16 -N8 "$d/database" | tr -d ' ')/$(od -An -tx1 -j16 -N8 "$replica_data/dbs/$name/database" | tr -d ' '),$(cat "$mnt/$name-pos"))")
         fi
     done
     [ ${#bad[@]} -eq 0 ] || echo "${bad[*]}"

@@ -195,3 +195,21 @@ fn restore_backup_and_a_copied_in_file_become_databases() {
     assert_identical(&c, "copied.db");
     assert_eq!(c.replica_image(1, "copied.db"), std::fs::read(&src).unwrap());
 }
+
+#[test]
+fn switching_journal_modes_on_a_database_with_data() {
+    // The switch to WAL rewrites header bytes 18/19 inside a rollback-journal transaction
+    // whose own page 1 already says WAL: it must still be recorded (it once was not, and
+    // the primary's file then differed from its position and from every replica).
+    let c = Cluster::start(&tmp("feat-switch"), 2);
+    for from in ["DELETE", "TRUNCATE", "PERSIST", "MEMORY", "OFF"] {
+        let db = format!("s-{from}.db");
+        c.sql_ok(0, &db, &format!("PRAGMA journal_mode={from}; {FILL}"));
+        c.sql_ok(0, &db, "PRAGMA journal_mode=WAL; INSERT INTO t(b) VALUES (1);");
+        assert_identical(&c, &db);
+        c.sql_ok(0, &db, &format!("PRAGMA journal_mode={from}; INSERT INTO t(b) VALUES (2);"));
+        assert_identical(&c, &db);
+        let n = c.sql_ok(1, &db, "SELECT count(*) FROM t;");
+        assert_eq!(n.trim(), "402", "{db} on the replica");
+    }
+}

@@ -592,7 +592,10 @@ impl Db {
                     inner.log_dirty = false;
                 }
                 f.write_all_at(data, offset)?;
-                if inner.mode == JournalMode::Rollback || loose {
+                // `in_txn` too: the write that switches a database to WAL (header bytes
+                // 18/19 set to 2) is itself a rollback-journal transaction, and `mode`
+                // already says WAL from its own page 1.
+                if inner.mode == JournalMode::Rollback || loose || in_txn {
                     inner.rollback.on_db_write(offset, data.len() as u64, ps);
                 }
             }
