@@ -37,12 +37,7 @@ fn errno(e: std::io::Error) -> i32 {
 
 /// The database `db` is at the primary's position on the replica with the same bytes.
 fn assert_identical(c: &Cluster, db: &str) {
-    c.wait_converged(db, CONVERGE);
-    let want = c.primary_image(db);
-    let file = c.nodes[1].data.join("dbs").join(db).join("database");
-    wait_for(&format!("{db} byte-identical on n2"), CONVERGE, || {
-        std::fs::read(&file).ok().as_ref() == Some(&want)
-    });
+    c.wait_identical(1, db, CONVERGE);
 }
 
 #[test]

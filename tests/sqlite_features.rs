@@ -9,18 +9,13 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::cluster::{Cluster, sql_at, wait_for};
+use common::cluster::{Cluster, sql_at};
 use common::tmp;
 
 const CONVERGE: Duration = Duration::from_secs(30);
 
 fn assert_identical(c: &Cluster, db: &str) {
-    c.wait_converged(db, CONVERGE);
-    let want = c.primary_image(db);
-    let file = c.nodes[1].data.join("dbs").join(db).join("database");
-    wait_for(&format!("{db} byte-identical on n2"), CONVERGE, || {
-        std::fs::read(&file).ok().as_ref() == Some(&want)
-    });
+    c.wait_identical(1, db, CONVERGE);
     let (ok, out) = c.sql(1, db, "PRAGMA integrity_check;");
     assert!(ok && out.trim() == "ok", "{db} on the replica: {out}");
 }

@@ -17,12 +17,7 @@ const CONVERGE: Duration = Duration::from_secs(30);
 const MODES: [&str; 3] = ["DELETE", "TRUNCATE", "PERSIST"];
 
 fn assert_identical(c: &Cluster, db: &str) {
-    c.wait_converged(db, CONVERGE);
-    let want = c.primary_image(db);
-    let file = c.nodes[1].data.join("dbs").join(db).join("database");
-    wait_for(&format!("{db} byte-identical on n2"), CONVERGE, || {
-        std::fs::read(&file).ok().as_ref() == Some(&want)
-    });
+    c.wait_identical(1, db, CONVERGE);
 }
 
 /// Python's sqlite3 (the system's SQLite) in the mount: `script` with `a` the connection to

@@ -61,6 +61,19 @@ use local::Local;
 /// round trip on every `stat` and hot-journal check SQLite makes per transaction.
 const TTL: Duration = Duration::from_secs(10);
 
+/// How long the kernel may cache the entry of `node`. A database's `-journal`, `-wal` and
+/// `-shm` are removed behind the kernel's back when the database is deleted (by `rm` on a
+/// primary, by a replicated deletion on a replica), and the invalidation cannot run inside
+/// the unlink that causes it: a cached entry would then send the next O_CREAT open of that
+/// name to the removed file (SQLite reported "unable to open database file"). Their entries
+/// are not cached; each open of one costs a lookup (SQLite opens them once per connection).
+fn entry_ttl(node: Node) -> Duration {
+    match node {
+        Node::File(_, kind) if kind != FileKind::Database => Duration::ZERO,
+        _ => TTL,
+    }
+}
+
 /// On every open: the kernel's close skips `write_inode_now`, which otherwise waits for the
 /// writeback of pages other processes dirtied through shared mappings (SQLite maps `-shm`).
 /// Hazard it removes: a node killed with -9 whose own descriptors on its mount (the replica
@@ -694,8 +707,8 @@ impl Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match self.lookup_name(parent, name).and_then(|n| self.attr(n, None)) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+        match self.lookup_name(parent, name).and_then(|n| Ok((n, self.attr(n, None)?))) {
+            Ok((n, attr)) => reply.entry(&entry_ttl(n), &attr, Generation(0)),
             Err(Errno::ENOENT) => {
                 // A negative entry (node id 0) the kernel caches: SQLite looks for a hot
                 // journal before every read transaction.
@@ -838,12 +851,16 @@ impl Filesystem for Fs {
                 Ok(db) if db.file(kind).is_some() => {
                     reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH)
                 }
-                // A `-shm` removed behind a cached entry (the kernel sends OPEN, not
-                // CREATE, for a name it still knows): SQLite opens it with O_CREAT, and an
-                // empty wal-index is what it expects of a new one.
-                Ok(db) if kind == FileKind::Shm && db.exists() => match db.create(kind) {
+                // An auxiliary file removed behind an entry the kernel still caches (a
+                // database's deletion removes them; the entries are invalidated from another
+                // thread, see `unlink`): the kernel sends OPEN, not CREATE, and drops O_CREAT.
+                // SQLite opens its journal, WAL and `-shm` with O_CREAT, and an empty one
+                // is what a new one is (an empty journal is not hot, an empty WAL has no
+                // frames, an empty wal-index is rebuilt). Where it cannot be created (a
+                // replica's journal), ENOENT as before.
+                Ok(db) if kind != FileKind::Database && db.exists() => match db.create(kind) {
                     Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE | NOFLUSH),
-                    Err(e) => reply.error(errno::errno(&e)),
+                    Err(_) => reply.error(Errno::ENOENT),
                 },
                 _ => reply.error(Errno::ENOENT),
             },
@@ -1162,9 +1179,9 @@ impl Filesystem for Fs {
                 Ok((Node::Local(self.table().local(parent.0, name)), fh))
             })
         };
-        match made.and_then(|(n, fh)| Ok((self.attr(n, Some(FileHandle(fh)))?, fh))) {
-            Ok((attr, fh)) => reply.created(
-                &TTL,
+        match made.and_then(|(n, fh)| Ok((n, self.attr(n, Some(FileHandle(fh)))?, fh))) {
+            Ok((n, attr, fh)) => reply.created(
+                &entry_ttl(n),
                 &attr,
                 Generation(0),
                 FileHandle(fh),

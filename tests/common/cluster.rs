@@ -340,6 +340,25 @@ impl Cluster {
         std::fs::read(self.nodes[0].data.join("dbs").join(db).join("database")).unwrap()
     }
 
+    /// Waits until replica `i` holds `db` at the primary's position with the primary's bytes
+    /// (re-read each time: writes outside SQLite, as `cp` makes, are recorded when the last
+    /// descriptor is released, which FUSE delivers just after `close` returns).
+    #[allow(dead_code)]
+    pub fn wait_identical(&self, i: usize, db: &str, timeout: Duration) {
+        let file = self.nodes[i].data.join("dbs").join(db).join("database");
+        wait_for(
+            &format!("{db} on {} identical to the primary", self.nodes[i].name),
+            timeout,
+            || {
+                let p = self.pos(0, db);
+                p.is_some()
+                    && self.pos(i, db) == p
+                    && std::fs::read(&file).ok() == Some(self.primary_image(db))
+                    && self.pos(0, db) == p
+            },
+        );
+    }
+
     pub fn replica_image(&self, i: usize, db: &str) -> Vec<u8> {
         std::fs::read(self.nodes[i].data.join("dbs").join(db).join("database")).unwrap()
     }
