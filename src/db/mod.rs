@@ -602,11 +602,17 @@ impl Db {
             FileKind::Journal => {
                 // A transaction starts: pending writes outside one come first.
                 let _ = self.end_loose(&mut inner)?;
-                f.write_all_at(data, offset)?;
+                // PERSIST mode: zeroing the header is the commit. Write the LTX first, as
+                // for DELETE's unlink: a crash between the two then leaves a hot journal
+                // over a database that matches its newest LTX file (recovery finalises
+                // it), never a committed transaction without one (found by the
+                // super-journal crash test: recovery quarantined the database).
                 if inner.rollback.on_journal_write(offset, data) == JournalEvent::Finalized {
                     let done = self.commit_rollback(&mut inner)?;
+                    f.write_all_at(data, offset)?;
                     return Ok((data.len(), self.sync_point(done)?));
                 }
+                f.write_all_at(data, offset)?;
             }
             FileKind::Wal => {
                 let _ = self.end_loose(&mut inner)?;
@@ -652,14 +658,17 @@ impl Db {
         if kind == FileKind::Database {
             return self.truncate_database(&mut inner, &f, size);
         }
+        // TRUNCATE mode: truncating the journal to 0 is the commit; the LTX first (see the
+        // PERSIST case in `write`).
+        if kind == FileKind::Journal
+            && inner.rollback.on_journal_truncate(size) == JournalEvent::Finalized
+        {
+            let done = self.commit_rollback(&mut inner)?;
+            f.set_len(size)?;
+            return self.sync_point(done);
+        }
         f.set_len(size)?;
         match kind {
-            FileKind::Journal
-                if inner.rollback.on_journal_truncate(size) == JournalEvent::Finalized =>
-            {
-                let done = self.commit_rollback(&mut inner)?;
-                return self.sync_point(done);
-            }
             FileKind::Wal if size < inner.wal.committed_offset() => inner.wal.reset(),
             _ => {}
         }

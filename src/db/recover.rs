@@ -299,17 +299,35 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                     // Writes that bypassed SQLite's journal (recorded as they happened,
                     // see `Db::write`) were cut off by a crash before they became a
                     // transaction: they become one now.
-                    tracing::warn!(db = %db.name, pos = %want,
+                    //
+                    // As a snapshot at the next TXID: the checksums at `want` are not known
+                    // (the pages changed in place), so an incremental file could not say
+                    // which pages changed. (Recording the file's pages against its own
+                    // checksums found nothing changed and kept the old position: found by
+                    // the super-journal crash test.)
+                    let next =
+                        want.txid.next().ok_or_else(|| fail("TXID space exhausted".into()))?;
+                    let commit = state_checksums.page_count();
+                    let read = |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
+                    let (sum, bytes) = super::build_snapshot(
+                        read,
+                        ps,
+                        commit,
+                        next,
+                        db.opts.compress,
+                        db.node_id,
+                    )?;
+                    if sum != actual {
+                        return Err(fail(format!(
+                            "the database changed while it was read for a snapshot at {next}"
+                        )));
+                    }
+                    log.store_received(Txid(1), next, &bytes)?;
+                    log.sync()?;
+                    tracing::warn!(db = %db.name, from = %want, txid = %next,
                         "the database holds writes made outside a SQLite transaction that a \
-                         crash cut off: recording them as the next transaction");
-                    log.set_recovered(
-                        DbState { pos: want, page_size: ps, checksums: state_checksums.clone() },
-                        false,
-                        s.header.timestamp,
-                    );
-                    record_whole(db, log, &inner, ps, state_checksums.page_count())?;
-                    remove_loose(&loose)?;
-                    return Ok(());
+                         crash cut off: recorded as the next transaction (a snapshot LTX file)");
+                    want = Pos { txid: next, checksum: sum };
                 }
             }
             if state_checksums.checksum() != want.checksum && !db.node.writable() {
@@ -496,30 +514,6 @@ fn load_cache(db: &Db) -> io::Result<Option<Loaded>> {
     }
     let ltx_name = ltx::file_name(cache.ltx.0, cache.ltx.1);
     Ok(Some(Loaded { cache, trusted, ltx_name }))
-}
-
-/// Records the whole database (as SQLite reads it) as the next transaction, durably.
-fn record_whole(
-    db: &Db,
-    log: &mut LtxLog,
-    inner: &Inner,
-    ps: u32,
-    commit: u32,
-) -> Result<(), DbError> {
-    let mut pages = Vec::new();
-    for p in 1..=commit {
-        let pgno = PageNo(p);
-        if pgno == PageNo::lock_page(ps) {
-            continue;
-        }
-        let mut buf = vec![0u8; ps as usize];
-        read_logical_page(db, inner, pgno, &mut buf)?;
-        pages.push((pgno, buf));
-    }
-    let c =
-        Commit { page_size: ps, commit, pages, wal: None, durable: true, timestamp_ms: now_ms() };
-    log.commit(c)?;
-    Ok(())
 }
 
 /// Whether the super-journal SQLite named (`name`, the path the application used) still

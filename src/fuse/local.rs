@@ -16,7 +16,7 @@ use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use fuser::{FileAttr, FileType, INodeNo, TimeOrNow};
 
@@ -314,11 +314,5 @@ impl Local {
         let Ok(f) = File::open(self.path(rel)) else { return false };
         let mut b = [0u8; 16];
         matches!(f.read_at(&mut b, 0), Ok(16)) && &b == crate::core::sqlite::HEADER_MAGIC
-    }
-
-    /// Time now, for attributes of files that have none (the shell owns the clock).
-    pub fn now() -> SystemTime {
-        #[allow(clippy::disallowed_methods)]
-        SystemTime::now()
     }
 }
