@@ -1080,8 +1080,30 @@ impl Db {
     /// sees it (database file plus committed WAL frames), for a replica that needs one.
     /// Blocking: holds the database's commit lock while it reads every page, so the image
     /// and the position agree.
+    ///
+    /// The file must be at a position: pending writes outside a transaction are recorded
+    /// first, and a rollback-journal transaction in progress (pages written, not yet
+    /// committed) is waited out (up to 10 s, then an error the caller retries). Reading the
+    /// file in either state once made the snapshot check fail and marked a healthy database
+    /// damaged (found by SQLite's jrnlmode3.test with a replica attached).
     pub fn snapshot(&self) -> Result<(Pos, Vec<u8>), DbError> {
-        let inner = self.lock();
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let started = std::time::Instant::now();
+        let inner = loop {
+            let mut inner = self.lock();
+            let _ = self.end_loose(&mut inner)?;
+            if !self.journal_active()? {
+                break inner;
+            }
+            drop(inner);
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(DbError::Io(io::Error::other(
+                    "a rollback-journal transaction has been in progress for 10 s; the \
+                     snapshot is retried",
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        };
         self.barrier(false)?;
         let pos = self.pos();
         let ps = inner.page_size;
@@ -1112,7 +1134,14 @@ impl Db {
             return self.call(|reply| DbMsg::Scrub { reply });
         }
         let inner = self.lock();
-        if inner.loose || inner.deleted || inner.page_size == 0 || !self.exists() {
+        // Not at a position now: writes outside a transaction pending, or a rollback-journal
+        // transaction in progress (its pages are in the file before it commits).
+        if inner.loose
+            || inner.deleted
+            || inner.page_size == 0
+            || !self.exists()
+            || self.journal_active()?
+        {
             return Ok(None);
         }
         self.barrier(false)?;
@@ -1449,10 +1478,15 @@ pub(crate) fn build_snapshot(
 
 /// Pages in the database file: the header's count when valid, else the file size.
 fn db_page_count(f: &File, page_size: u32) -> io::Result<u32> {
+    let len = f.metadata()?.len();
     if let Some(h) = read_header(f)?
         && let Some(n) = h.valid_page_count()
     {
-        return Ok(n);
+        // A file shorter than its header says (truncated outside SQLite, as corruption
+        // tests do) is recorded as it is: SQLite reads it as corrupt, on every node alike.
+        // A short last page counts (it reads as zeros past the end).
+        let in_file = len.div_ceil(u64::from(page_size)).max(1) as u32;
+        return Ok(n.min(in_file));
     }
-    Ok((f.metadata()?.len() / u64::from(page_size)) as u32)
+    Ok((len / u64::from(page_size)) as u32)
 }
