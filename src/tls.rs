@@ -75,10 +75,16 @@ impl Credentials {
     }
 
     fn transport() -> Arc<quinn::TransportConfig> {
+        const MAX_DB_STREAMS: u32 = 65_536;
         let mut t = quinn::TransportConfig::default();
         t.keep_alive_interval(Some(KEEP_ALIVE));
         t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().unwrap_or(quinn::VarInt::MAX.into())));
-        // One stream per database plus control: plenty of headroom.
+        // One unidirectional stream per database (opened by the primary), plus control.
+        // Hazard: quinn's default allows 100 concurrent unidirectional streams; the 101st
+        // database then waited for a stream forever and never reached a replica (found by
+        // SQLite's test suite with a replica attached: 321 databases, 100 replicated). The
+        // limit matches POS_MAP's (protocol.md §7).
+        t.max_concurrent_uni_streams(MAX_DB_STREAMS.into());
         t.max_concurrent_bidi_streams(4096u32.into());
         t.stream_receive_window((8u32 << 20).into());
         t.receive_window((64u32 << 20).into());

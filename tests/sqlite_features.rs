@@ -208,3 +208,23 @@ fn switching_journal_modes_on_a_database_with_data() {
         assert_eq!(n.trim(), "402", "{db} on the replica");
     }
 }
+
+#[test]
+fn more_than_a_hundred_databases_all_reach_the_replica() {
+    // One QUIC stream per database: past quinn's default of 100 concurrent streams the
+    // 101st database once never reached a replica.
+    let c = Cluster::start(&tmp("feat-many"), 2);
+    let p = c.nodes[0].mnt.clone();
+    python(
+        &p,
+        "import sqlite3\n\
+         for i in range(150):\n    d = sqlite3.connect('m%03d.db' % i)\n    \
+         d.execute('CREATE TABLE t(x)'); d.execute('INSERT INTO t VALUES (?)', (i,))\n    \
+         d.commit(); d.close()\n",
+    );
+    for i in [0, 99, 100, 101, 149] {
+        let db = format!("m{i:03}.db");
+        assert_identical(&c, &db);
+        assert_eq!(c.sql_ok(1, &db, "SELECT x FROM t;").trim(), i.to_string());
+    }
+}
