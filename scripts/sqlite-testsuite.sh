@@ -21,7 +21,8 @@
 #
 # Environment: LITEFLEET_BIN (default target/release/litefleet, else target/debug/litefleet),
 # SQLITE_TESTS (default target/sqlite-tests: made by scripts/fetch-sqlite-tests.sh, which is
-# run if its testfixture is missing), TIMEOUT, OUT, TMPDIR.
+# run if its testfixture is missing), TIMEOUT, OUT, TMPDIR, REPLICA_LOG (the replica's
+# LITEFLEET_LOG, default info). Needs python3 (the replica comparison).
 #
 # Each file runs as `testfixture <abs path of file> --testdir=<work dir>` with the work dir
 # as cwd. (tester.tcl's --testdir=DIR makes DIR and cd's into it before the test: it is where
