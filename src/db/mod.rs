@@ -188,6 +188,19 @@ struct Inner {
 /// the writes off); without it a database that differs from its LTX files is corruption.
 pub const LOOSE_FILE: &str = "loose";
 
+impl Inner {
+    /// The database file is gone (deleted, or turned into a node-local file): no page size,
+    /// no pages, nothing pending.
+    fn forget_file(&mut self) {
+        self.page_size = 0;
+        self.page_count = 0;
+        self.wal.reset();
+        self.rollback.take_dirty();
+        self.deleted = true;
+        self.log_dirty = false;
+    }
+}
+
 /// One database. See the module docs.
 pub struct Db {
     name: String,
@@ -530,7 +543,7 @@ impl Db {
                     // Page 1 carries the page size and journal mode: outside a transaction,
                     // whatever writes into the header (SQLite a whole page, a tool a few
                     // bytes) must leave a valid one, or no transaction of this file could be
-                    // read back (the mount turns such a file into a node-local one first).
+                    // read back (the mount then turns the file into a node-local one).
                     let mut head = [0u8; 100];
                     if offset > 0 || data.len() < 100 {
                         let _ = f.pread_exact(&mut head, 0)?;
@@ -699,13 +712,6 @@ impl Db {
         Ok(())
     }
 
-    /// Whether SQLite may be in the middle of changing the file: a rollback-journal
-    /// transaction is in progress, or the WAL holds pages (see [`Db::become_file`]).
-    pub fn in_sqlite_transaction(&self) -> Result<bool, DbError> {
-        let inner = self.lock();
-        Ok(self.journal_active()? || inner.wal.indexed_pages() > 0)
-    }
-
     /// Whether a rollback-journal transaction is in progress: the journal's header carries
     /// its magic. SQLite writes it (in synchronous modes, right after syncing the journal)
     /// before writing any page of the database; between transactions the journal is gone
@@ -863,12 +869,7 @@ impl Db {
             let _ = fs::remove_file(self.dir.join(kind.backing_name()));
             self.set_file(kind, None);
         }
-        inner.page_size = 0;
-        inner.page_count = 0;
-        inner.wal.reset();
-        inner.rollback.take_dirty();
-        inner.deleted = true;
-        inner.log_dirty = false;
+        inner.forget_file();
         Ok(())
     }
 
@@ -905,12 +906,7 @@ impl Db {
         }
         let _ = fs::remove_file(self.dir.join(LOOSE_FILE));
         inner.loose = false;
-        inner.page_size = 0;
-        inner.page_count = 0;
-        inner.wal.reset();
-        inner.rollback.take_dirty();
-        inner.deleted = true;
-        inner.log_dirty = false;
+        inner.forget_file();
         Ok(())
     }
 

@@ -260,22 +260,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                     // the authority. A snapshot at exactly that position continues the
                     // history every replica has; none of them is resynced backwards.
                     let commit = state_checksums.page_count();
-                    let read = |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
-                    let (sum, bytes) = super::build_snapshot(
-                        read,
-                        ps,
-                        commit,
-                        k.txid,
-                        db.opts.compress,
-                        db.node_id,
-                    )?;
-                    if sum != k.checksum {
-                        return Err(fail(format!(
-                            "the database changed while it was read for a snapshot at {k}"
-                        )));
-                    }
-                    log.store_received(Txid(1), k.txid, &bytes)?;
-                    log.sync()?;
+                    snapshot_at(db, log, &inner, ps, commit, k)?;
                     tracing::warn!(db = %db.name, newest_intact = %want, pos = %k,
                         "the database file is intact at a position its LTX files no longer \
                          reach: wrote a snapshot LTX file at that position (no transaction \
@@ -307,27 +292,12 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                     // the super-journal crash test.)
                     let next =
                         want.txid.next().ok_or_else(|| fail("TXID space exhausted".into()))?;
-                    let commit = state_checksums.page_count();
-                    let read = |pgno, buf: &mut [u8]| read_logical_page(db, &inner, pgno, buf);
-                    let (sum, bytes) = super::build_snapshot(
-                        read,
-                        ps,
-                        commit,
-                        next,
-                        db.opts.compress,
-                        db.node_id,
-                    )?;
-                    if sum != actual {
-                        return Err(fail(format!(
-                            "the database changed while it was read for a snapshot at {next}"
-                        )));
-                    }
-                    log.store_received(Txid(1), next, &bytes)?;
-                    log.sync()?;
+                    let at = Pos { txid: next, checksum: actual };
+                    snapshot_at(db, log, &inner, ps, state_checksums.page_count(), at)?;
                     tracing::warn!(db = %db.name, from = %want, txid = %next,
                         "the database holds writes made outside a SQLite transaction that a \
                          crash cut off: recorded as the next transaction (a snapshot LTX file)");
-                    want = Pos { txid: next, checksum: sum };
+                    want = Pos { txid: next, checksum: actual };
                 }
             }
             if state_checksums.checksum() != want.checksum && !db.node.writable() {
@@ -514,6 +484,30 @@ fn load_cache(db: &Db) -> io::Result<Option<Loaded>> {
     }
     let ltx_name = ltx::file_name(cache.ltx.0, cache.ltx.1);
     Ok(Some(Loaded { cache, trusted, ltx_name }))
+}
+
+/// Writes a snapshot LTX file of the database (as SQLite reads it, `commit` pages) at
+/// `at.txid`, durably, after checking that it reads back at exactly `at`.
+fn snapshot_at(
+    db: &Db,
+    log: &mut LtxLog,
+    inner: &Inner,
+    ps: u32,
+    commit: u32,
+    at: Pos,
+) -> Result<(), DbError> {
+    let read = |pgno, buf: &mut [u8]| read_logical_page(db, inner, pgno, buf);
+    let (sum, bytes) =
+        super::build_snapshot(read, ps, commit, at.txid, db.opts.compress, db.node_id)?;
+    if sum != at.checksum {
+        return Err(DbError::Recovery {
+            name: db.name.clone(),
+            reason: format!("the database changed while it was read for a snapshot at {at}"),
+        });
+    }
+    log.store_received(Txid(1), at.txid, &bytes)?;
+    log.sync()?;
+    Ok(())
 }
 
 /// Whether the super-journal SQLite named (`name`, the path the application used) still

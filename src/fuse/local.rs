@@ -27,19 +27,23 @@ pub struct Local {
     next: AtomicU64,
 }
 
-/// File type and attributes of a backing file, as the mount shows them.
-pub fn attr(ino: u64, md: &Metadata) -> FileAttr {
-    let t = |s: i64, ns: i64| {
-        if s >= 0 { UNIX_EPOCH + Duration::new(s as u64, ns as u32) } else { UNIX_EPOCH }
-    };
-    let ft = md.file_type();
-    let kind = if ft.is_dir() {
+/// The mount's file type for a backing file's (anything else shows as a regular file).
+fn kind_of(ft: fs::FileType) -> FileType {
+    if ft.is_dir() {
         FileType::Directory
     } else if ft.is_symlink() {
         FileType::Symlink
     } else {
         FileType::RegularFile
+    }
+}
+
+/// File type and attributes of a backing file, as the mount shows them.
+pub fn attr(ino: u64, md: &Metadata) -> FileAttr {
+    let t = |s: i64, ns: i64| {
+        if s >= 0 { UNIX_EPOCH + Duration::new(s as u64, ns as u32) } else { UNIX_EPOCH }
     };
+    let kind = kind_of(md.file_type());
     FileAttr {
         ino: INodeNo(ino),
         size: md.len(),
@@ -280,15 +284,7 @@ impl Local {
         let mut out = Vec::new();
         for e in fs::read_dir(self.path(rel))? {
             let e = e?;
-            let ft = e.file_type()?;
-            let kind = if ft.is_dir() {
-                FileType::Directory
-            } else if ft.is_symlink() {
-                FileType::Symlink
-            } else {
-                FileType::RegularFile
-            };
-            out.push((e.file_name(), kind));
+            out.push((e.file_name(), kind_of(e.file_type()?)));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)

@@ -344,14 +344,7 @@ impl Fs {
                     }
                     // A node-local file of this name (made before the database existed, or
                     // by a copy): the database's file now. On a replica it stays hidden.
-                    let rel = PathBuf::from(name);
-                    let is_file = self.local.lstat(&rel).is_ok_and(|m| m.is_file());
-                    if is_file && self.store.node().writable() {
-                        db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
-                        let mut t = self.table();
-                        if let Some(l) = t.local_known(ROOT, name) {
-                            t.make_db(l, id, kind);
-                        }
+                    if self.store.node().writable() && self.adopt_local(&db, id, kind)? {
                         return Ok(Node::File(id, kind));
                     }
                     return Err(Errno::ENOENT);
@@ -507,6 +500,17 @@ impl Fs {
         Ok((Node::Local(self.table().local(ROOT, name)), fh))
     }
 
+    /// A new regular file `name` in `parent` (see [`Fs::create_root`] for the root);
+    /// returns its node and the handle it is open under.
+    fn create_file(&self, parent: INodeNo, name: &OsStr, mode: u32) -> Result<(Node, u64), Errno> {
+        if parent.0 == ROOT {
+            return self.create_root(name, mode);
+        }
+        let rel = self.child_path(parent, name)?;
+        let (fh, _) = self.local.create_file(&rel, mode).map_err(io_errno)?;
+        Ok((Node::Local(self.table().local(parent.0, name)), fh))
+    }
+
     /// Whether a write of `data` at `offset` to the local file `ino` creates a database:
     /// the file is in the root, empty, has a name a database can take, and the write is a
     /// SQLite header at offset 0.
@@ -526,6 +530,23 @@ impl Fs {
         // (ftruncate, SQLITE_FCNTL_SIZE_HINT) before writing page 1.
         let empty = self.local.holds_no_data(fh, &PathBuf::from(&name));
         empty.then_some(name)
+    }
+
+    /// Makes the node-local root file `<db><suffix>`, if there is one, the database's file of
+    /// `kind` (an auxiliary kind), keeping the inode the kernel may know it by. Returns
+    /// whether there was one.
+    fn adopt_local(&self, db: &Db, id: u64, kind: FileKind) -> Result<bool, Errno> {
+        let name = format!("{}{}", db.name(), kind.suffix());
+        let rel = PathBuf::from(&name);
+        if !self.local.lstat(&rel).is_ok_and(|m| m.is_file()) {
+            return Ok(false);
+        }
+        db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
+        let mut t = self.table();
+        if let Some(l) = t.local_known(ROOT, OsStr::new(&name)) {
+            t.make_db(l, id, kind);
+        }
+        Ok(true)
     }
 
     /// Turns the empty local file `ino` (named `name`, in the root) into the database
@@ -554,14 +575,8 @@ impl Fs {
         }
         let id = self.id(name);
         for kind in [FileKind::Journal, FileKind::Wal, FileKind::Shm] {
-            let aux = format!("{name}{}", kind.suffix());
-            let rel = PathBuf::from(&aux);
-            if db.file(kind).is_none() && self.local.lstat(&rel).is_ok_and(|m| m.is_file()) {
-                db.adopt(kind, &self.local.path(&rel)).map_err(|e| errno::errno(&e))?;
-                let mut t = self.table();
-                if let Some(l) = t.local_known(ROOT, OsStr::new(&aux)) {
-                    t.make_db(l, id, kind);
-                }
+            if db.file(kind).is_none() {
+                self.adopt_local(&db, id, kind)?;
             }
         }
         // The file itself becomes the database file (its length is the one SQLite set).
@@ -572,23 +587,6 @@ impl Fs {
         self.table().make_db(ino, id, FileKind::Database);
         tracing::info!(db = name, "database created");
         Ok(())
-    }
-
-    /// Whether writing `data` at `offset` (< 100) leaves the database `id` without a valid
-    /// SQLite header.
-    fn breaks_header(&self, id: u64, data: &[u8], offset: u64) -> Result<bool, Errno> {
-        let db = self.db(id)?;
-        if db.in_sqlite_transaction().map_err(|e| errno::errno(&e))? {
-            return Ok(false); // the journal or the WAL has what SQLite needs: see Db::write
-        }
-        let mut head = [0u8; 100];
-        if offset > 0 || data.len() < 100 {
-            db.read(FileKind::Database, &mut head, 0).map_err(|e| errno::errno(&e))?;
-        }
-        let at = offset as usize;
-        let n = data.len().min(100 - at);
-        head[at..at + n].copy_from_slice(&data[..n]);
-        Ok(crate::core::sqlite::DbHeader::parse(&head).is_err())
     }
 
     /// The database `id` (its file known to the kernel as `ino`) stops being one: a write
@@ -953,30 +951,33 @@ impl Filesystem for Fs {
                     };
                 }
             },
-            Some(Node::File(id, FileKind::Database)) if offset < 100 => {
-                match self.breaks_header(id, data, offset) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        // No longer a database: it goes on as a node-local file.
-                        let rel = match self.demote_db(ino.0, id) {
-                            Ok(rel) => rel,
-                            Err(e) => return reply.error(e),
-                        };
-                        return match self.local.write(0, Some(&rel), data, offset) {
-                            Ok(()) => reply.written(data.len() as u32),
-                            Err(e) => reply.error(io_errno(e)),
-                        };
-                    }
-                    Err(e) => return reply.error(e),
-                }
-            }
             _ => {}
         }
-        match self.file_op(ino, |db, kind| Ok((db.clone(), db.write(kind, data, offset)?))) {
-            Ok((db, (n, point))) => self.answer_after(&db, point, move |r| match r {
+        // `NotSqlite` from a database's write: it would leave the file without a SQLite
+        // header outside a SQLite transaction (nothing was written; see `Db::write`).
+        let written = self.file_op(ino, |db, kind| match db.write(kind, data, offset) {
+            Err(DbError::NotSqlite) if kind == FileKind::Database => Ok(None),
+            r => r.map(|w| Some((db.clone(), w))),
+        });
+        match written {
+            Ok(Some((db, (n, point)))) => self.answer_after(&db, point, move |r| match r {
                 Ok(()) => reply.written(n as u32),
                 Err(e) => reply.error(e),
             }),
+            // No longer a database: it goes on as a node-local file.
+            Ok(None) => {
+                let Some(Node::File(id, _)) = self.node(ino) else {
+                    return reply.error(Errno::ENOENT);
+                };
+                let rel = match self.demote_db(ino.0, id) {
+                    Ok(rel) => rel,
+                    Err(e) => return reply.error(e),
+                };
+                match self.local.write(0, Some(&rel), data, offset) {
+                    Ok(()) => reply.written(data.len() as u32),
+                    Err(e) => reply.error(io_errno(e)),
+                }
+            }
             Err(e) => reply.error(e),
         }
     }
@@ -1170,15 +1171,7 @@ impl Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
-        let mode = mode & !umask;
-        let made = if parent.0 == ROOT {
-            self.create_root(name, mode)
-        } else {
-            self.child_path(parent, name).and_then(|rel| {
-                let (fh, _) = self.local.create_file(&rel, mode).map_err(io_errno)?;
-                Ok((Node::Local(self.table().local(parent.0, name)), fh))
-            })
-        };
+        let made = self.create_file(parent, name, mode & !umask);
         match made.and_then(|(n, fh)| Ok((n, self.attr(n, Some(FileHandle(fh)))?, fh))) {
             Ok((n, attr, fh)) => reply.created(
                 &entry_ttl(n),
@@ -1205,15 +1198,7 @@ impl Filesystem for Fs {
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let mode = mode & !umask;
-        let made = if parent.0 == ROOT {
-            self.create_root(name, mode)
-        } else {
-            self.child_path(parent, name).and_then(|rel| {
-                let (fh, _) = self.local.create_file(&rel, mode).map_err(io_errno)?;
-                Ok((Node::Local(self.table().local(parent.0, name)), fh))
-            })
-        };
+        let made = self.create_file(parent, name, mode & !umask);
         match made.and_then(|(n, fh)| {
             let a = self.attr(n, Some(FileHandle(fh)));
             if fh != 0 {
