@@ -236,3 +236,37 @@ fn a_write_that_breaks_the_header_turns_the_database_into_a_local_file() {
     assert_identical(&c, "c.db");
     assert_eq!(c.sql_ok(1, "c.db", "SELECT x FROM t;").trim(), "2");
 }
+
+/// SQLite creates a new database's journal before its first page: the journal starts as a
+/// node-local file and the database adopts it. Its kernel entry must not outlive the
+/// database: after `rm app.db` (which takes the journal with it) and a check that the
+/// journal is gone (what Tcl's `file delete` does), the next database of that name opens
+/// its journal with O_CREAT. A cached entry sent that open to the removed file: "unable to
+/// open database file" (SQLite's jrnlmode3.test and multiplex.test, intermittently; here
+/// within about twenty rounds before the fix).
+#[test]
+fn a_deleted_databases_journal_never_hides_the_next_one() {
+    let c = Cluster::start(&tmp("other-rejournal"), 2);
+    let p = c.nodes[0].mnt.clone();
+    let (db, journal) = (p.join("re.db"), p.join("re.db-journal"));
+    for round in 0..100 {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        // TRUNCATE leaves the (adopted) journal behind, empty, when the connection closes.
+        let mode: String =
+            conn.query_row("PRAGMA journal_mode = truncate", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "truncate");
+        conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        drop(conn);
+        std::fs::remove_file(&db).unwrap();
+        if std::fs::symlink_metadata(&journal).is_ok() {
+            std::fs::remove_file(&journal).unwrap();
+        }
+    }
+    // The last round's database, on both nodes.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);").unwrap();
+    drop(conn);
+    c.wait_converged("re.db", CONVERGE);
+    assert_identical(&c, "re.db");
+}

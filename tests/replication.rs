@@ -195,3 +195,32 @@ fn offline_past_retention_and_killed_mid_snapshot() {
     assert_identical(&c, "k.db");
     eprintln!("killed mid-snapshot at {before:?}; resynced");
 }
+
+/// A database deleted on the primary reaches a replica that was away while it was written
+/// and deleted (it gets the transactions, then the deletion) and one that never had a copy
+/// (the deletion alone). Both used to be sent the deletion file alone, which does not
+/// continue their position: refused on every reconnect, forever (found by SQLite's test
+/// suite with a replica that fell behind).
+#[test]
+fn a_deleted_database_reaches_replicas_that_were_away_or_never_had_it() {
+    let mut c = Cluster::start(&tmp("repl-deleted"), 3);
+    c.stop_node(2);
+    writer(&c, "gone.db", "DELETE", 3);
+    c.wait_all_at(0, "gone.db", CONVERGE);
+    c.stop_node(1);
+    writer(&c, "gone.db", "DELETE", 5);
+    std::fs::remove_file(c.db(0, "gone.db")).unwrap();
+    // The empty database's checksum: the deletion is the primary's position.
+    wait_for("the deletion on the primary", CONVERGE, || {
+        c.pos(0, "gone.db").is_some_and(|p| p.checksum.0 == 1 << 63)
+    });
+    c.start_node(1);
+    c.start_node(2);
+    let at = c.wait_all_at(0, "gone.db", CONVERGE);
+    for i in 1..3 {
+        assert!(!c.db(i, "gone.db").exists(), "gone.db still on n{} at {at}", i + 1);
+    }
+    // The name is free again everywhere.
+    writer(&c, "gone.db", "WAL", 2);
+    assert_identical(&c, "gone.db");
+}

@@ -87,6 +87,16 @@ pub fn plan(
         return Plan::UpToDate;
     }
     if deleted && let Some(i) = files.len().checked_sub(1) {
+        // A replica behind the deletion gets the transactions up to it when they are all
+        // still here (its history stays one chain); otherwise, and a replica with no copy,
+        // the deletion alone, which replaces any copy ([`Incoming::check`]).
+        if replica.txid > Txid::ZERO && replica.txid < files[i].0 && history != Some(false) {
+            let Plan::Files(mut out) = walk(replica.txid, Txid(files[i].0.0 - 1), files) else {
+                return Plan::Deletion(i);
+            };
+            out.push(i);
+            return Plan::Files(out);
+        }
         return Plan::Deletion(i);
     }
     if replica.txid == Txid::ZERO {
@@ -101,11 +111,16 @@ pub fn plan(
     if history == Some(false) {
         return Plan::Resync(Divergence::Boundary);
     }
-    // Walk forward from the replica's TXID, each step taking the file that covers the next
-    // TXID and reaches furthest.
-    let mut at = replica.txid;
+    walk(replica.txid, primary.txid, files)
+}
+
+/// The files leading from `from` to `to`, walking forward from `from`, each step taking the
+/// file that covers the next TXID and reaches furthest; a snapshot (retention) where none
+/// does.
+fn walk(from: Txid, to: Txid, files: &[(Txid, Txid)]) -> Plan {
+    let mut at = from;
     let mut out = Vec::new();
-    while at < primary.txid {
+    while at < to {
         let next = Txid(at.0 + 1);
         let best = files
             .iter()
@@ -194,9 +209,20 @@ impl Incoming {
     ) -> Result<Incoming, ApplyError> {
         let mut rd = LtxReader::new(r, len)?;
         let h = *rd.header();
-        let snapshot = h.is_snapshot();
+        let at = state.pos;
+        // A deletion that does not continue this database's position replaces whatever copy
+        // it holds, as a snapshot does (a replica with no copy, or one whose files up to the
+        // deletion were removed by retention): the end state, no database, does not depend
+        // on the pages before. Never over this node's own unconfirmed transactions: those
+        // are set aside first (a divergence).
+        let replaces = h.is_deletion() && at.txid.0 + 1 < h.min_txid.0;
+        if replaces && let Some(since) = own_since.filter(|since| *since < at.txid) {
+            while rd.next_page()?.is_some() {}
+            rd.finish()?;
+            return Err(ApplyError::Unconfirmed { since, min: h.min_txid, max: h.max_txid });
+        }
+        let snapshot = h.is_snapshot() || replaces;
         if !snapshot {
-            let at = state.pos;
             if at.txid.0 + 1 < h.min_txid.0 || at.txid >= h.max_txid {
                 return Err(ApplyError::Position { at, min: h.min_txid, max: h.max_txid });
             }
@@ -350,7 +376,57 @@ mod tests {
         // Overlapping files: the one reaching furthest.
         let over = [(t(1), t(3)), (t(2), t(2)), (t(2), t(6))];
         assert_eq!(plan(Some(pos(1, 1)), pos(6, 6), &over, false, None), Plan::Files(vec![2]));
-        assert_eq!(plan(Some(pos(1, 1)), p, &files, true, None), Plan::Deletion(3));
+        // A deleted database: the transactions up to the deletion while they are all here,
+        // else (no copy, retention, another history) the deletion alone.
+        assert_eq!(plan(Some(pos(1, 1)), p, &files, true, None), Plan::Files(vec![1, 2, 3]));
+        assert_eq!(plan(Some(pos(6, 1)), p, &files, true, None), Plan::Files(vec![3]));
+        assert_eq!(plan(None, p, &files, true, None), Plan::Deletion(3));
+        assert_eq!(plan(Some(pos(1, 1)), p, &files[2..], true, None), Plan::Deletion(1));
+        assert_eq!(plan(Some(pos(5, 1)), p, &files, true, Some(false)), Plan::Deletion(3));
+        assert_eq!(plan(Some(pos(12, 1)), p, &files, true, None), Plan::Deletion(3));
+    }
+
+    /// A deletion file (commit 0) at TXIDs `min..=max`, after `pre`.
+    fn deletion(min: u64, max: u64, pre: Checksum) -> Vec<u8> {
+        use crate::core::ltx::{Header, LtxWriter};
+        let h = Header {
+            page_size: 512,
+            commit: 0,
+            min_txid: t(min),
+            max_txid: t(max),
+            pre_apply_checksum: pre,
+            node_id: crate::core::types::NodeId(1),
+            ..Header::default()
+        };
+        LtxWriter::new(Vec::new(), h).unwrap().finish(PageChecksums::new().checksum()).unwrap().0
+    }
+
+    #[test]
+    fn a_deletion_replaces_any_older_copy_but_never_unconfirmed_own_transactions() {
+        let mut state = DbState { pos: pos(5, 3), page_size: 512, ..DbState::default() };
+        state.checksums.set(PageNo(1), page_checksum(PageNo(1), &[1; 512]));
+        // Continuing the position: the pre-apply checksum must match.
+        let next = deletion(6, 6, state.pos.checksum);
+        let inc = Incoming::check(&next[..], next.len() as u64, &state, None).unwrap();
+        assert_eq!((inc.pos.txid, inc.commit, inc.snapshot), (t(6), 0, false));
+        let wrong = deletion(6, 6, Checksum(Checksum::FLAG | 4));
+        let e = Incoming::check(&wrong[..], wrong.len() as u64, &state, None).unwrap_err();
+        assert!(matches!(e, ApplyError::PreApply { .. }), "{e}");
+        // Far past the position (the files between are gone), or onto no copy at all.
+        let far = deletion(40, 40, Checksum(Checksum::FLAG | 4));
+        let mut applied = state.clone();
+        let inc = Incoming::check(&far[..], far.len() as u64, &state, None).unwrap();
+        inc.commit_to(&mut applied);
+        assert_eq!(applied.pos, Pos { txid: t(40), checksum: PageChecksums::new().checksum() });
+        assert_eq!(applied.checksums.page_count(), 0);
+        Incoming::check(&far[..], far.len() as u64, &DbState::default(), None).unwrap();
+        // Over this node's own unconfirmed transactions: a divergence (set aside first).
+        let e = Incoming::check(&far[..], far.len() as u64, &state, Some(t(3))).unwrap_err();
+        assert!(matches!(e, ApplyError::Unconfirmed { .. }) && e.is_divergence(), "{e}");
+        // Before the position: never.
+        let old = deletion(2, 2, Checksum(Checksum::FLAG | 4));
+        let e = Incoming::check(&old[..], old.len() as u64, &state, None).unwrap_err();
+        assert!(matches!(e, ApplyError::Position { .. }), "{e}");
     }
 
     #[test]

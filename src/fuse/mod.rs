@@ -61,17 +61,34 @@ use local::Local;
 /// round trip on every `stat` and hot-journal check SQLite makes per transaction.
 const TTL: Duration = Duration::from_secs(10);
 
-/// How long the kernel may cache the entry of `node`. A database's `-journal`, `-wal` and
-/// `-shm` are removed behind the kernel's back when the database is deleted (by `rm` on a
-/// primary, by a replicated deletion on a replica), and the invalidation cannot run inside
-/// the unlink that causes it: a cached entry would then send the next O_CREAT open of that
-/// name to the removed file (SQLite reported "unable to open database file"). Their entries
-/// are not cached; each open of one costs a lookup (SQLite opens them once per connection).
-fn entry_ttl(node: Node) -> Duration {
+/// How long the kernel may cache the entry `name` in `parent`, which is `node`. A
+/// database's `-journal`, `-wal` and `-shm` are removed behind the kernel's back when the
+/// database is deleted (by `rm` on a primary, by a replicated deletion on a replica), and the
+/// invalidation cannot run inside the unlink that causes it: a cached entry would then send
+/// the next O_CREAT open of that name to the removed file (SQLite reported "unable to open
+/// database file"). Their entries are not cached; each open of one costs a lookup (SQLite
+/// opens them once per connection).
+///
+/// The same holds for a node-local root file with such a name: SQLite creates a new
+/// database's journal before its first page, so the journal starts node-local and is adopted
+/// by the database (keeping its inode) when page 1 arrives. Cached with a node-local file's
+/// lifetime, its entry outlived the database's deletion ("unable to open" on the next
+/// database of that name, in `jrnlmode3.test` after a TRUNCATE-mode connection left its
+/// empty journal behind).
+fn entry_ttl(node: Node, parent: INodeNo, name: &OsStr) -> Duration {
     match node {
         Node::File(_, kind) if kind != FileKind::Database => Duration::ZERO,
+        Node::Local(_) if parent.0 == ROOT && auxiliary_name(name) => Duration::ZERO,
         _ => TTL,
     }
+}
+
+/// Whether `name` (in the root) is the name of a database's `-journal`, `-wal` or `-shm`.
+fn auxiliary_name(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| {
+        let (base, kind, pos) = Fs::parse_name(n);
+        !pos && !base.is_empty() && kind.is_some_and(|k| k != FileKind::Database)
+    })
 }
 
 /// On every open: the kernel's close skips `write_inode_now`, which otherwise waits for the
@@ -706,7 +723,7 @@ impl Filesystem for Fs {
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.lookup_name(parent, name).and_then(|n| Ok((n, self.attr(n, None)?))) {
-            Ok((n, attr)) => reply.entry(&entry_ttl(n), &attr, Generation(0)),
+            Ok((n, attr)) => reply.entry(&entry_ttl(n, parent, name), &attr, Generation(0)),
             Err(Errno::ENOENT) => {
                 // A negative entry (node id 0) the kernel caches: SQLite looks for a hot
                 // journal before every read transaction.
@@ -1174,7 +1191,7 @@ impl Filesystem for Fs {
         let made = self.create_file(parent, name, mode & !umask);
         match made.and_then(|(n, fh)| Ok((n, self.attr(n, Some(FileHandle(fh)))?, fh))) {
             Ok((n, attr, fh)) => reply.created(
-                &entry_ttl(n),
+                &entry_ttl(n, parent, name),
                 &attr,
                 Generation(0),
                 FileHandle(fh),
@@ -1204,9 +1221,9 @@ impl Filesystem for Fs {
             if fh != 0 {
                 self.local.release(fh);
             }
-            a
+            Ok((n, a?))
         }) {
-            Ok(attr) => reply.entry(&TTL, &attr, Generation(0)),
+            Ok((n, attr)) => reply.entry(&entry_ttl(n, parent, name), &attr, Generation(0)),
             Err(e) => reply.error(e),
         }
     }

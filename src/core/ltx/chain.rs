@@ -1,6 +1,8 @@
 //! Checks that a run of verified LTX files forms one chain: TXIDs contiguous, page size
 //! constant, and each file's pre-apply checksum equal to the previous file's post-apply
-//! checksum. A snapshot (MinTXID 1) may start the chain or restart it.
+//! checksum. A snapshot (MinTXID 1) may start the chain or restart it, and so may a
+//! deletion (Commit 0): it replaces whatever came before (a replica whose files up to it
+//! were removed by retention gets it alone).
 
 use super::reader::Summary;
 use crate::core::types::{Checksum, Pos, Txid};
@@ -21,7 +23,9 @@ pub fn check_chain(files: &[Summary]) -> (Vec<ChainBreak>, Option<Pos>) {
     for (i, pair) in files.windows(2).enumerate() {
         let (a, b) = (&pair[0], &pair[1]);
         let index = i + 1;
-        if b.header.is_snapshot() {
+        if b.header.is_snapshot()
+            || (b.header.is_deletion() && a.header.max_txid < b.header.min_txid)
+        {
             continue;
         }
         if a.header.max_txid.next() != Some(b.header.min_txid) {
