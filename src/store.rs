@@ -2,7 +2,8 @@
 //! `clusterid` file.
 //!
 //! ```text
-//! <data.dir>/clusterid              LFSC + 16 hex digits (written once)
+//! <data.dir>/clusterid              LFSC + 16 hex digits (written once: kept from LiteFS,
+//!                                   or adopted from the first primary that has one)
 //! <data.dir>/dbs/<name>/database    the SQLite database file
 //! <data.dir>/dbs/<name>/journal|wal|shm
 //! <data.dir>/dbs/<name>/ltx/%016x-%016x.ltx
@@ -14,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::core::types::ClusterId;
@@ -37,6 +39,10 @@ pub enum StoreError {
     /// The database failed recovery on this node and is kept out of service.
     #[error("database {name} is quarantined on this node: {reason}")]
     Quarantined { name: String, reason: String },
+    /// The `clusterid` file is not `LFSC` and 16 hex digits: refused rather than read as
+    /// "no cluster id", which would let this node join any cluster.
+    #[error("{path}: not a cluster id ({text:?}); restore it, or delete it to adopt the primary's")]
+    BadClusterId { path: PathBuf, text: String },
 }
 
 /// All databases of this node.
@@ -44,7 +50,8 @@ pub struct Store {
     root: PathBuf,
     opts: DbOptions,
     dbs: RwLock<BTreeMap<String, Arc<Db>>>,
-    cluster_id: ClusterId,
+    /// [`ClusterId`]; 0 until one is known. Written once ([`Store::adopt_cluster_id`]).
+    cluster_id: AtomicU64,
     /// Runtime the database actors run on.
     rt: tokio::runtime::Handle,
     node: Arc<NodeCtx>,
@@ -65,9 +72,13 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let io = |source| StoreError::Io { path: root.to_owned(), source };
         fs::create_dir_all(root.join("dbs")).map_err(io)?;
-        let cluster_id = match fs::read_to_string(root.join("clusterid")) {
-            Ok(s) => s.parse().unwrap_or_default(),
-            Err(_) => ClusterId(0),
+        let path = root.join("clusterid");
+        let cluster_id: ClusterId = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .parse()
+                .map_err(|_| StoreError::BadClusterId { path: path.clone(), text: text.clone() })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterId(0),
+            Err(source) => return Err(StoreError::Io { path, source }),
         };
         let mut dbs = BTreeMap::new();
         let mut quarantined = BTreeMap::new();
@@ -109,7 +120,7 @@ impl Store {
             root: root.to_owned(),
             opts,
             dbs: RwLock::new(dbs),
-            cluster_id,
+            cluster_id: AtomicU64::new(cluster_id.0),
             rt,
             node,
             created,
@@ -141,7 +152,28 @@ impl Store {
     }
 
     pub fn cluster_id(&self) -> ClusterId {
-        self.cluster_id
+        ClusterId(self.cluster_id.load(Ordering::Acquire))
+    }
+
+    /// A node without a cluster id takes the primary's (`protocol.md` §2 rule 3), durably
+    /// (written to a temporary file, synced, renamed), so it refuses other clusters from
+    /// now on, restarts included. A no-op when the node has one.
+    pub fn adopt_cluster_id(&self, id: ClusterId) -> std::io::Result<()> {
+        if id.0 == 0 || self.cluster_id().0 != 0 {
+            return Ok(());
+        }
+        let path = self.root.join("clusterid");
+        let tmp = self.root.join("clusterid.tmp");
+        {
+            use std::io::Write;
+            let mut f = fs::File::create(&tmp)?;
+            writeln!(f, "{id}")?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        fs::File::open(&self.root)?.sync_all()?;
+        self.cluster_id.store(id.0, Ordering::Release);
+        Ok(())
     }
 
     /// The database named `name`, if known (it may be deleted: see [`Db::exists`]).

@@ -98,7 +98,11 @@ fn bank(mode: &str) {
     let transfers: u64 = writers.into_iter().map(|w| finish(w, "writer")).sum();
     let reads: u64 = readers.into_iter().map(|r| finish(r, "replica reader")).sum();
     eprintln!("{mode}: {transfers} transfers on the primary, {reads} consistent reads on replicas");
-    assert!(transfers > 20 && reads > 20, "{transfers} transfers, {reads} reads");
+    // The property is that every read was consistent (each reader exits 1 on the first
+    // violation); the counts only prove both sides ran. They depend on the machine's load
+    // (19 transfers in 4 s in DELETE mode once, with SQLite's test suite running beside),
+    // so no rate is asserted.
+    assert!(transfers > 0 && reads > 0, "{transfers} transfers, {reads} reads");
     assert_identical(&c, "bank.db");
 }
 
@@ -223,4 +227,43 @@ fn a_deleted_database_reaches_replicas_that_were_away_or_never_had_it() {
     // The name is free again everywhere.
     writer(&c, "gone.db", "WAL", 2);
     assert_identical(&c, "gone.db");
+}
+
+/// `protocol.md` §2 rule 3: a node without a cluster id adopts its primary's (kept from a
+/// LiteFS data directory) and keeps it; a node of another cluster is refused and gets
+/// nothing; a `clusterid` file that is not one stops the node at startup with its path
+/// (it was read as "no cluster id", which let the node join any cluster).
+#[test]
+fn cluster_ids_are_adopted_kept_and_enforced() {
+    let mut c = Cluster::start(&tmp("repl-cluster"), 2);
+    c.stop_node(1);
+    c.stop_node(0);
+    let ours = "LFSC00000000000000AB\n";
+    std::fs::write(c.nodes[0].data.join("clusterid"), ours).unwrap();
+    c.start_node(0);
+    c.start_node(1);
+    writer(&c, "c.db", "WAL", 2);
+    c.wait_all_at(0, "c.db", CONVERGE);
+    let adopted = c.nodes[1].data.join("clusterid");
+    assert_eq!(std::fs::read_to_string(&adopted).unwrap(), ours, "the replica adopted it");
+
+    // Another cluster's node is refused on both sides and gets nothing new.
+    c.stop_node(1);
+    std::fs::write(&adopted, "LFSC00000000000000CD\n").unwrap();
+    c.start_node(1);
+    writer(&c, "c.db", "WAL", 2);
+    wait_for("the refusal in the replica's log", CONVERGE, || c.log(1).contains("is not ours"));
+    assert_ne!(c.pos(1, "c.db"), c.pos(0, "c.db"), "a foreign node got the new transactions");
+
+    // Not a cluster id at all: refused at startup, naming the file.
+    c.stop_node(1);
+    std::fs::write(&adopted, "garbage\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .args(["mount", "--config"])
+        .arg(&c.nodes[1].cfg)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with a corrupt clusterid: {err}");
+    assert!(err.contains("not a cluster id") && err.contains("clusterid"), "{err}");
 }

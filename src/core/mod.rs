@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod repl;
 #[cfg(test)]
 mod repl_sim;
+pub mod session;
 pub mod sqlite;
 pub mod types;
 pub mod wire;

@@ -163,6 +163,30 @@ impl fmt::Display for Epoch {
     }
 }
 
+/// A reading of a monotonic clock, in milliseconds from an origin the shell chose (the
+/// process start). The core never reads a clock: the shells pass it in, the simulator
+/// advances it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + ms`, saturating.
+    pub fn plus(self, ms: u64) -> Millis {
+        Millis(self.0.saturating_add(ms))
+    }
+
+    /// Milliseconds from `earlier` to `self` (0 if `earlier` is later).
+    pub fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0)
+    }
+}
+
 /// Identifies a cluster. Written as LiteFS writes its `clusterid` file: `LFSC` followed by 16
 /// uppercase hex digits. Zero means "not assigned yet".
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -13,10 +13,9 @@ use futures_util::{SinkExt, StreamExt};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::core::ltx::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer};
-use crate::core::types::{ClusterId, Epoch, NodeId, Pos};
-use crate::core::wire::{
-    ErrorCode, Frame, Hello, LtxBegin, LtxKind, MAX_CHUNK, Role, VERSION_MAX, VERSION_MIN,
-};
+use crate::core::session::SessionError;
+use crate::core::types::{Epoch, Pos};
+use crate::core::wire::{ErrorCode, Frame, LtxBegin, LtxKind, MAX_CHUNK};
 use crate::net::codec::{CodecError, FrameCodec};
 
 /// Errors of a replication session; each ends the session (the replica reconnects).
@@ -30,12 +29,15 @@ pub enum ReplError {
     Write(#[from] quinn::WriteError),
     #[error("frame: {0}")]
     Codec(#[from] CodecError),
+    #[error("LTX transfer: {0}")]
+    Assemble(#[from] crate::core::wire::AssembleError),
     #[error("peer closed the stream")]
     Closed,
     #[error("protocol: {0}")]
     Protocol(String),
-    #[error("stale epoch: {0}")]
-    StaleEpoch(String),
+    /// The session machine ended the session (`crate::core::session`).
+    #[error("{0}")]
+    Session(#[from] SessionError),
     #[error("peer reported {code:?}: {message}")]
     Remote { code: ErrorCode, message: String },
     #[error("database: {0}")]
@@ -44,6 +46,29 @@ pub enum ReplError {
     Store(#[from] crate::store::StoreError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl ReplError {
+    /// The ERROR code this side sends the peer when a session ends with this error
+    /// (`protocol.md` §6); `None` when the peer or the connection ended it.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ReplError::Codec(e) => e.code(),
+            ReplError::Assemble(e) => Some(ErrorCode::from(e)),
+            ReplError::Session(e) => e.code(),
+            // A received file that does not continue this database: the histories differ.
+            ReplError::Db(crate::db::DbError::Diverged(_)) => Some(ErrorCode::PositionMismatch),
+            ReplError::Db(_) => Some(ErrorCode::InvalidLtx),
+            ReplError::Protocol(_) | ReplError::Store(_) | ReplError::Io(_) => {
+                Some(ErrorCode::Internal)
+            }
+            ReplError::Connection(_)
+            | ReplError::Connect(_)
+            | ReplError::Write(_)
+            | ReplError::Closed
+            | ReplError::Remote { .. } => None,
+        }
+    }
 }
 
 pub type Reader = FramedRead<quinn::RecvStream, FrameCodec>;
@@ -63,68 +88,7 @@ pub async fn next_frame(rd: &mut Reader) -> Result<Frame, ReplError> {
     }
 }
 
-/// Who this node is, for HELLO.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    pub cluster_id: ClusterId,
-    pub node_id: NodeId,
-    pub epoch: Epoch,
-    pub role: Role,
-    pub hostname: String,
-    pub advertise_url: String,
-}
-
-impl Identity {
-    pub fn hello(&self) -> Frame {
-        Frame::Hello(Hello {
-            version_min: VERSION_MIN,
-            version_max: VERSION_MAX,
-            cluster_id: self.cluster_id,
-            node_id: self.node_id,
-            epoch: self.epoch,
-            role: self.role,
-            hostname: self.hostname.clone(),
-            advertise_url: self.advertise_url.clone(),
-        })
-    }
-
-    /// Checks a peer's HELLO (`protocol.md` §2 rules 2–4); the error code to send back on
-    /// refusal.
-    pub fn check(&self, h: &Hello) -> Result<(), (ErrorCode, String)> {
-        let lo = h.version_min.max(VERSION_MIN);
-        let hi = h.version_max.min(VERSION_MAX);
-        if lo > hi {
-            return Err((
-                ErrorCode::UnsupportedVersion,
-                format!(
-                    "peer speaks {}..={}, we {VERSION_MIN}..={VERSION_MAX}",
-                    h.version_min, h.version_max
-                ),
-            ));
-        }
-        if self.cluster_id.0 != 0 && h.cluster_id.0 != 0 && self.cluster_id != h.cluster_id {
-            return Err((
-                ErrorCode::ClusterMismatch,
-                format!("cluster {} is not ours ({})", h.cluster_id, self.cluster_id),
-            ));
-        }
-        // Fencing (`protocol.md` §2 rule 4): a primary's epoch must be the newest either side
-        // has seen; a replica that lags in epochs is normal.
-        if h.role == Role::Primary && h.epoch < self.epoch {
-            return Err((
-                ErrorCode::StaleEpoch,
-                format!("primary epoch {} is older than {}", h.epoch.0, self.epoch.0),
-            ));
-        }
-        if self.role == Role::Primary && h.epoch > self.epoch {
-            return Err((
-                ErrorCode::StaleEpoch,
-                format!("our epoch {} is older than the peer's {}", self.epoch.0, h.epoch.0),
-            ));
-        }
-        Ok(())
-    }
-}
+pub use crate::core::session::Identity;
 
 /// Position after an LTX file, from its header and trailer.
 pub fn file_pos(ltx: &[u8]) -> Option<(Header, Pos)> {
@@ -183,47 +147,4 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn id(role: Role, epoch: u64) -> Identity {
-        Identity {
-            cluster_id: ClusterId(0),
-            node_id: NodeId(1),
-            epoch: Epoch(epoch),
-            role,
-            hostname: "h".into(),
-            advertise_url: String::new(),
-        }
-    }
-
-    fn hello(i: &Identity) -> Hello {
-        match i.hello() {
-            Frame::Hello(h) => h,
-            _ => unreachable!(),
-        }
-    }
-
-    #[test]
-    fn fencing_rules() {
-        let (p5, r3, r7, p4) = (
-            id(Role::Primary, 5),
-            id(Role::Replica, 3),
-            id(Role::Replica, 7),
-            id(Role::Primary, 4),
-        );
-        // A replica behind in epochs follows the primary; the primary accepts it.
-        assert!(r3.check(&hello(&p5)).is_ok());
-        assert!(p5.check(&hello(&r3)).is_ok());
-        // A replica that saw a newer term refuses an old primary, and the primary knows
-        // it is stale.
-        assert_eq!(r7.check(&hello(&p5)).unwrap_err().0, ErrorCode::StaleEpoch);
-        assert_eq!(p5.check(&hello(&r7)).unwrap_err().0, ErrorCode::StaleEpoch);
-        // Two primaries: the older one loses on both sides.
-        assert_eq!(p5.check(&hello(&p4)).unwrap_err().0, ErrorCode::StaleEpoch);
-        assert_eq!(p4.check(&hello(&p5)).unwrap_err().0, ErrorCode::StaleEpoch);
-    }
 }

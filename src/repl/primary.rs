@@ -7,38 +7,31 @@
 //! transactions. A gap in the live feed (the subscriber lagged, or a transaction that does
 //! not continue from what was sent) goes back to catch-up.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::FramedWrite;
 use tracing::Instrument;
 
 use super::link::{LinkActor, LinkArgs};
-use super::{Identity, ReplError, Writer, file_pos, framed, next_frame, now_ms, send_ltx};
+use super::{Identity, ReplError, Writer, file_pos, framed, now_ms, send_ltx};
 use std::path::PathBuf;
 
 use crate::core::lease::Holder;
 use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
-use crate::core::types::{Epoch, NodeId, Pos, Txid};
+use crate::core::session::primary::{Feed, Live, PrimaryEvent, PrimarySession};
+use crate::core::types::{Epoch, Millis, NodeId, Pos, Txid};
 use crate::core::wire::{Frame, Role};
 use crate::db::{Db, LtxDir};
 use crate::lease::actor::LeaseMsg;
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
-
-/// Replicas suspect a primary they have not heard from for `lease.consul.failover-timeout`
-/// (1 s by default): several heartbeats fit in it.
-const HEARTBEAT: Duration = Duration::from_millis(250);
-/// A primary whose write fence has been expired this long (it could not renew its lease)
-/// stops heartbeating. Shorter blips of Consul cost writes, not a failover.
-const SILENT_AFTER_FENCE_MS: u64 = 1000;
 
 /// Accepts connections until the endpoint closes. Each peer that completes the TLS handshake
 /// (which verifies its client certificate against the cluster CA) gets a peer-link actor
@@ -100,123 +93,114 @@ async fn connection(
 ) -> Result<(), ReplError> {
     let (send, recv) = conn.accept_bi().await?;
     let (mut wr, mut rd) = framed(send, recv);
-    let hello = match next_frame(&mut rd).await? {
-        Frame::Hello(h) => h,
-        other => return Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
-    };
-    if let Err((code, message)) = id.check(&hello) {
-        let _ = wr.send(Frame::Error { code, message: message.clone() }).await;
-        return Err(ReplError::Protocol(message));
-    }
-    wr.send(id.hello()).await?;
-    tracing::info!(node = %hello.node_id, host = %hello.hostname, role = ?hello.role,
-        "replica connected");
-    // Synchronous replication counts this replica's acknowledgements while it is connected.
-    let counts = store.node().sync_counts(hello.role == Role::Candidate);
-    let acks = Acks { store: store.clone(), node: hello.node_id, conn: next_conn() };
-    let positions: HashMap<String, Pos> = match next_frame(&mut rd).await? {
-        Frame::PosMap(v) => v.into_iter().map(|p| (p.name, p.pos)).collect(),
-        other => {
-            return Err(ReplError::Protocol(format!("expected POS_MAP, got {}", other.name())));
-        }
-    };
-    // A replica already at our position will not ACK until something new arrives: its
-    // announced position counts as acknowledged (handoff and sync replication need it).
-    for db in store.list() {
-        if positions.get(db.name()) == Some(&db.pos()) {
-            db.note_ack(acks.node, acks.conn, db.pos().txid, counts);
-        }
-    }
+    let node = store.node().clone();
+    let now = || Millis(node.now_ms());
+    let epoch = id.epoch;
+    let mut s = PrimarySession::new(id, now(), lease.is_some());
+    // Subscribed before POS_MAP is read: a database created meanwhile is in the list or
+    // announced here (the session starts one stream per database either way).
     let mut created = store.subscribe_created();
     let mut streams = tokio::task::JoinSet::new();
-    for db in store.list() {
-        let pos = positions.get(db.name()).copied();
-        streams.spawn(db_stream(conn.clone(), db, pos, id.epoch));
-    }
-    let mut tick = tokio::time::interval(HEARTBEAT);
+    // The replica's acknowledgements, withdrawn from every database when the connection
+    // ends (however it ends); and whether they count for synchronous replication.
+    let mut acks: Option<(Acks, bool)> = None;
     // A handoff to this replica in progress.
     let mut handoff: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
     loop {
-        tokio::select! {
+        flush(&mut s, &mut wr).await?;
+        let timeout = s.poll_timeout();
+        let r: Result<(), ReplError> = tokio::select! {
             r = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
                 // Taken whatever the outcome: a finished JoinHandle must not be polled again.
                 handoff = None;
-                let token = match r.unwrap_or_else(|e| Err(format!("handoff task: {e}"))) {
-                    Ok(()) => String::new(),
-                    Err(why) => {
-                        tracing::warn!(reason = %why, "handoff refused");
-                        format!("refused: {why}")
-                    }
-                };
-                wr.send(Frame::Handoff { epoch: id.epoch, target: hello.node_id, token }).await?;
+                let r = r.unwrap_or_else(|e| Err(format!("handoff task: {e}")));
+                if let Err(why) = &r {
+                    tracing::warn!(reason = %why, "handoff refused");
+                }
+                s.handle_handoff_done(r);
+                Ok(())
             }
-            _ = tick.tick() => {
-                // A primary that has not renewed its lease for a while (cut off from
-                // Consul) goes silent, so candidates depose it (§10.2) instead of waiting
-                // for the session's TTL. Safe either way: it already refuses writes.
-                if store.node().fenced_for_ms() < SILENT_AFTER_FENCE_MS {
-                    wr.send(Frame::Heartbeat { epoch: id.epoch, time_ms: now_ms() }).await?;
-                }
+            () = super::replica::sleep_until(&node, timeout), if timeout.is_some() => {
+                s.handle_timeout(now(), now_ms(), node.fenced_for_ms());
+                Ok(())
             }
-            f = next_frame(&mut rd) => match f? {
-                Frame::Ack { name, pos } => {
-                    tracing::trace!(db = %name, %pos, "ack");
-                    if let Some(db) = store.get(&name) {
-                        db.note_ack(acks.node, acks.conn, pos.txid, counts);
-                    }
-                }
-                Frame::Heartbeat { .. } => {}
-                Frame::Handoff { epoch, target, token } => {
-                    // `protocol.md` §12: a candidate asks for the lease.
-                    let why = if target != hello.node_id {
-                        Some("a replica may only ask the lease for itself".to_owned())
-                    } else if hello.role != Role::Candidate {
-                        Some("not a candidate".to_owned())
-                    } else if epoch > id.epoch {
-                        Some(format!("epoch {epoch} is newer than ours"))
-                    } else if handoff.is_some() {
-                        Some("a handoff is in progress".to_owned())
-                    } else {
-                        lease.is_none().then(|| "no lease actor".to_owned())
-                    };
-                    if let Some(why) = why {
-                        let token = format!("refused: {why}");
-                        wr.send(Frame::Handoff { epoch: id.epoch, target, token }).await?;
-                    } else if let Some(l) = lease.clone() {
-                        tracing::info!(to = %hello.hostname, "handing the lease over");
-                        let to = Holder {
-                            hostname: hello.hostname.clone(),
-                            advertise_url: hello.advertise_url.clone(),
-                        };
-                        let st = store.clone();
-                        handoff = Some(tokio::spawn(hand_over(st, l, target, to, token)));
-                    }
-                }
-                other => {
-                    return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
-                }
+            f = rd.next() => match f {
+                Some(Ok(f)) => s
+                    .handle_frame(now(), f, node.is_primary(), || db_positions(&store))
+                    .map_err(ReplError::from),
+                Some(Err(e)) => Err(e.into()),
+                None => Err(ReplError::Closed),
             },
             name = created.recv() => match name {
                 Ok(name) => {
-                    if let Some(db) = store.get(&name) {
-                        streams.spawn(db_stream(conn.clone(), db, None, id.epoch));
-                    }
+                    s.handle_created(name);
+                    Ok(())
                 }
+                // Missed creations: the replica reconnects and gets a stream for each.
                 Err(RecvError::Lagged(_)) => {
-                    // Missed creations: start streams for databases without one.
-                    return Err(ReplError::Protocol("database creations missed; reconnect".into()));
+                    Err(ReplError::Protocol("database creations missed; reconnect".into()))
                 }
                 Err(RecvError::Closed) => return Ok(()),
             },
-            Some(r) = streams.join_next() => {
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(e),
-                    Err(e) => return Err(ReplError::Protocol(format!("stream task: {e}"))),
+            Some(r) = streams.join_next() => match r {
+                Ok(r) => r,
+                Err(e) => Err(ReplError::Protocol(format!("stream task: {e}"))),
+            },
+        };
+        if let Err(e) = r {
+            let queued = std::iter::from_fn(|| s.poll_transmit()).collect();
+            super::replica::end_with(&conn, queued, &mut wr, &e).await;
+            return Err(e);
+        }
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                PrimaryEvent::Connected { node: peer, role, hostname } => {
+                    tracing::info!(node = %peer, host = %hostname, ?role, "replica connected");
+                    // Synchronous replication counts this replica's acknowledgements while it
+                    // is connected.
+                    let counts = node.sync_counts(role == Role::Candidate);
+                    acks = Some((
+                        Acks { store: store.clone(), node: peer, conn: next_conn() },
+                        counts,
+                    ));
+                }
+                PrimaryEvent::Stream { name, from } => {
+                    if let Some(db) = store.get(&name) {
+                        streams.spawn(db_stream(conn.clone(), db, from, epoch));
+                    }
+                }
+                PrimaryEvent::Acked { name, pos } => {
+                    tracing::trace!(db = %name, %pos, "ack");
+                    if let (Some(db), Some((a, counts))) = (store.get(&name), &acks) {
+                        db.note_ack(a.node, a.conn, pos.txid, *counts);
+                    }
+                }
+                PrimaryEvent::HandOver { target, to, token } => {
+                    let Some(l) = lease.clone() else { continue };
+                    tracing::info!(to = %to.hostname, "handing the lease over");
+                    handoff = Some(tokio::spawn(hand_over(store.clone(), l, target, to, token)));
                 }
             }
         }
     }
+}
+
+/// Every database of the primary with its position (for POS_MAP).
+fn db_positions(store: &Store) -> Vec<(String, Pos)> {
+    store.list().into_iter().map(|d| (d.name().to_owned(), d.pos())).collect()
+}
+
+/// Sends every frame the session queued.
+async fn flush(s: &mut PrimarySession, wr: &mut Writer) -> Result<(), ReplError> {
+    let mut any = false;
+    while let Some(f) = s.poll_transmit() {
+        wr.feed(f).await?;
+        any = true;
+    }
+    if any {
+        SinkExt::<Frame>::flush(wr).await?;
+    }
+    Ok(())
 }
 
 /// How long a handoff waits for its target to catch up while writes go on, and then, with
@@ -394,17 +378,22 @@ async fn db_stream(
                 Err(e) => return Err(e),
             };
             // Live: one file per transaction, straight from memory.
+            let mut feed = Feed { at };
             loop {
                 match events.recv().await {
-                    Ok(c) if Some(c.pre) == at => {
-                        send_ltx(&mut wr, &name, epoch, c.ltx.clone(), false).await?;
-                        at = Some(c.pos);
-                    }
-                    Ok(c) if at.is_some_and(|a| c.pos.txid <= a.txid) => {} // sent by catch-up
-                    Ok(_) | Err(RecvError::Lagged(_)) => break,             // a gap: back to disk
+                    Ok(c) => match feed.live(c.pre, c.pos) {
+                        Live::Send => {
+                            send_ltx(&mut wr, &name, epoch, c.ltx.clone(), false).await?;
+                            feed.sent(c.pos);
+                        }
+                        Live::Skip => {}
+                        Live::CatchUp => break,
+                    },
+                    Err(RecvError::Lagged(_)) => break, // missed some: back to disk
                     Err(RecvError::Closed) => return Ok(()),
                 }
             }
+            at = feed.at;
         }
     }
     .instrument(span)

@@ -11,7 +11,7 @@
 //! The probe speaks the replica's handshake (`protocol.md` §2) up to the primary's HELLO and
 //! then finishes its stream: a primary sends nothing on a session before the replica's
 //! POS_MAP, which never comes, so it streams nothing and ends the session as closed by the
-//! peer. The probe's HELLO carries cluster id 0 and epoch 0, which [`Identity::check`] lets
+//! peer. The probe's HELLO carries cluster id 0 and epoch 0, which [`crate::core::session::check`] lets
 //! through whatever cluster and term the primary is in, and the role of a replica.
 
 use std::net::{SocketAddr, UdpSocket};
@@ -143,7 +143,7 @@ pub async fn hello_at(
         let conn = endpoint.connect(target.addr, &target.server_name)?.await?;
         let (send, recv) = conn.open_bi().await?;
         let (mut wr, mut rd) = framed(send, recv);
-        wr.send(id.hello()).await?;
+        wr.send(Frame::Hello(id.hello())).await?;
         let hello: Result<Hello, ReplError> = match next_frame(&mut rd).await {
             Ok(Frame::Hello(h)) => Ok(h),
             Ok(other) => Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
@@ -253,7 +253,7 @@ mod tests {
             advertise_url: String::new(),
         };
         let probe = probe_identity(&me);
-        let Frame::Hello(h) = probe.hello() else { unreachable!("hello() is a HELLO") };
+        let h = probe.hello();
         for (cluster, epoch) in [(0, 0), (5, 1), (6, 9)] {
             let primary = Identity {
                 cluster_id: ClusterId(cluster),
@@ -261,7 +261,8 @@ mod tests {
                 node_id: NodeId(1),
                 ..me.clone()
             };
-            assert!(primary.check(&h).is_ok(), "cluster {cluster} epoch {epoch}");
+            let r = crate::core::session::check(&primary, &h);
+            assert!(r.is_ok(), "cluster {cluster} epoch {epoch}");
         }
     }
 

@@ -6,13 +6,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use super::{Identity, ReplError, framed, next_frame};
-use crate::core::types::Pos;
-use crate::core::wire::{DbPos, ErrorCode, Frame, LtxAssembler, LtxKind, Received};
+use super::{Identity, ReplError, Writer, framed};
+use crate::core::session::fence;
+use crate::core::session::replica::{Offer, ReplicaEvent, ReplicaSession, Run};
+use crate::core::types::{Millis, Pos};
+use crate::core::wire::{DbPos, Frame, LtxAssembler, Received};
 use crate::lease::actor::LeaseMsg;
 use crate::net::codec::FrameCodec;
 use crate::store::Store;
@@ -21,10 +25,6 @@ use ractor::ActorRef;
 /// A database whose apply failed on this node's disk is retried after this long (by a
 /// reconnect); meanwhile the others keep following.
 const LOCAL_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// At most this many files, or bytes, are applied as one run.
-const MAX_RUN_FILES: usize = 512;
-const MAX_RUN_BYTES: usize = 32 << 20;
 
 /// Where the primary is.
 #[derive(Debug, Clone)]
@@ -65,119 +65,167 @@ async fn run(
     let conn = endpoint.connect(target.addr, &target.server_name)?.await?;
     let (send, recv) = conn.open_bi().await?;
     let (mut wr, mut rd) = framed(send, recv);
-    wr.send(id.hello()).await?;
-    let hello = match next_frame(&mut rd).await? {
-        Frame::Hello(h) => h,
-        other => return Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
-    };
-    if let Err((code, message)) = id.check(&hello) {
-        let _ = wr.send(Frame::Error { code, message: message.clone() }).await;
-        return Err(ReplError::Protocol(message));
-    }
-    // From now on frames from an older term than this primary's are refused.
-    if !store.node().note_epoch(hello.epoch) {
-        let message = format!("primary epoch {} is older than one seen", hello.epoch);
-        let _ =
-            wr.send(Frame::Error { code: ErrorCode::StaleEpoch, message: message.clone() }).await;
-        return Err(ReplError::StaleEpoch(message));
-    }
-    let positions: Vec<DbPos> = store
-        .list()
-        .into_iter()
-        .filter(|d| d.pos().txid.0 > 0 && !d.needs_resync())
-        .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
-        .collect();
-    wr.send(Frame::PosMap(positions)).await?;
-    store.node().heard_primary();
-    store.node().set_primary(Some(hello.hostname.clone()));
-    tracing::info!(host = %hello.hostname, "following the primary");
-
+    let node = store.node().clone();
+    let now = || Millis(node.now_ms());
+    let mut s = ReplicaSession::new(id.clone(), auto_promote);
     let (ack_tx, mut ack_rx) = mpsc::unbounded_channel::<(String, Pos)>();
     // Promotion requests (`litefleet promote`, `lease.promote`) for this session.
     let (promote_tx, mut promote_rx) = mpsc::unbounded_channel::<()>();
-    store.node().set_promoter(Some(promote_tx.clone()));
-    let _unregister = Unregister(store.clone());
-    if auto_promote {
-        let _ = promote_tx.send(());
-    }
+    let (token_tx, mut token_rx) = mpsc::unbounded_channel::<Result<String, String>>();
+    // Unregisters the promotion channel when the session ends, however it ends.
+    let mut _registered: Option<Unregister> = None;
     let mut streams = tokio::task::JoinSet::new();
     loop {
-        tokio::select! {
-            () = store.node().resync_wanted() => {
+        flush(&mut s, &mut wr).await?;
+        let timeout = s.poll_timeout();
+        let r: Result<(), ReplError> = tokio::select! {
+            () = node.resync_wanted(), if s.is_following() => {
                 // A database was found damaged here and announces no position now.
-                return Err(ReplError::Protocol(
+                Err(ReplError::Protocol(
                     "a database needs a snapshot from the primary; reconnecting".into(),
-                ));
+                ))
             }
-            s = conn.accept_uni() => {
-                let recv = s?;
-                streams.spawn(db_stream(recv, store.clone(), ack_tx.clone()));
+            st = conn.accept_uni(), if s.is_following() => {
+                streams.spawn(db_stream(st?, store.clone(), ack_tx.clone()));
+                Ok(())
             }
-            f = next_frame(&mut rd) => match f? {
-                Frame::Heartbeat { time_ms, epoch } => {
-                    if let Err(e) = stale(store, epoch) {
-                        let message = e.to_string();
-                        let _ = wr.send(Frame::Error { code: ErrorCode::StaleEpoch, message }).await;
-                        return Err(e);
-                    }
-                    store.node().heard_primary();
-                    store.node().note_primary_time(time_ms);
+            f = rd.next() => match f {
+                Some(Ok(f)) => {
+                    s.handle_frame(now(), f, node.max_epoch(), || positions(store))
+                        .map_err(ReplError::from)
                 }
-                Frame::Ready { .. } => {}
-                // The primary's answer to our handoff request (`protocol.md` §12).
-                Frame::Handoff { token, .. } if token.is_empty() => {
-                    tracing::info!("the primary handed the lease over");
-                }
-                Frame::Handoff { token, .. } => {
-                    tracing::warn!(answer = %token, "the primary refused to hand the lease over");
-                    store.node().set_promote_error(Some(token));
-                    if auto_promote {
-                        let tx = promote_tx.clone();
-                        tokio::spawn(async move {
-                            tokio::time::sleep(PROMOTE_RETRY).await;
-                            let _ = tx.send(());
-                        });
-                    }
-                }
-                other => {
-                    return Err(ReplError::Protocol(format!("unexpected {}", other.name())));
-                }
+                Some(Err(e)) => Err(e.into()),
+                None => Err(ReplError::Closed),
             },
             Some((name, pos)) = ack_rx.recv() => {
-                wr.send(Frame::Ack { name, pos }).await?;
+                s.handle_applied(name, pos);
+                Ok(())
             }
             Some(()) = promote_rx.recv() => {
-                match handoff_token(lease.as_ref()).await {
-                    Ok(token) => {
-                        tracing::info!("asking the primary for the lease");
-                        let epoch = store.node().max_epoch();
-                        wr.send(Frame::Handoff { epoch, target: id.node_id, token }).await?;
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "cannot ask for the lease");
-                        store.node().set_promote_error(Some(e));
-                    }
-                }
+                s.handle_promote(now());
+                Ok(())
+            }
+            Some(token) = token_rx.recv() => {
+                s.handle_token(now(), token, node.max_epoch());
+                Ok(())
+            }
+            () = sleep_until(&node, timeout), if timeout.is_some() => {
+                s.handle_timeout(now());
+                Ok(())
             }
             Some(r) = streams.join_next() => match r {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    let code = match &e {
-                        ReplError::Db(_) => ErrorCode::InvalidLtx,
-                        ReplError::StaleEpoch(_) => ErrorCode::StaleEpoch,
-                        _ => ErrorCode::Internal,
-                    };
-                    let _ = wr.send(Frame::Error { code, message: e.to_string() }).await;
-                    return Err(e);
-                }
-                Err(e) => return Err(ReplError::Protocol(format!("stream task: {e}"))),
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(ReplError::Protocol(format!("stream task: {e}"))),
             },
+        };
+        if let Err(e) = r {
+            end_with(&conn, std::iter::from_fn(|| s.poll_transmit()).collect(), &mut wr, &e).await;
+            return Err(e);
+        }
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                ReplicaEvent::Following { hostname, epoch } => {
+                    node.note_epoch(epoch);
+                    node.heard_primary();
+                    node.set_primary(Some(hostname.clone()));
+                    node.set_promoter(Some(promote_tx.clone()));
+                    _registered = Some(Unregister(store.clone()));
+                    tracing::info!(host = %hostname, "following the primary");
+                }
+                ReplicaEvent::AdoptCluster(c) => match store.adopt_cluster_id(c) {
+                    Ok(()) => tracing::info!(cluster = %c, "joined the primary's cluster"),
+                    Err(e) => {
+                        tracing::warn!(cluster = %c, error = %e, "cannot record the cluster id")
+                    }
+                },
+                ReplicaEvent::Heard { time_ms } => {
+                    node.heard_primary();
+                    node.note_primary_time(time_ms);
+                }
+                ReplicaEvent::WantToken => {
+                    let (lease, tx) = (lease.clone(), token_tx.clone());
+                    tokio::spawn(async move {
+                        let _ = tx.send(handoff_token(lease.as_ref()).await);
+                    });
+                }
+                ReplicaEvent::HandedOver => tracing::info!("the primary handed the lease over"),
+                ReplicaEvent::PromoteFailed(why) => {
+                    tracing::warn!(answer = %why, "promotion refused");
+                    node.set_promote_error(Some(why));
+                }
+            }
         }
     }
 }
 
-/// `lease.promote`: a refused request is asked again after this long.
-const PROMOTE_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+/// Ends the session on `e`: sends the frames the machine still queued (the ERROR it decided
+/// on), or else ERROR with the code for a failure of this side (a file it could not apply,
+/// a malformed frame); best effort.
+///
+/// Hazard: closing the connection right after writing discards what the peer has not
+/// received yet, so it would see "connection lost" instead of the reason. After an ERROR the
+/// stream is finished and the peer, which closes on ERROR, is given up to a second to do so.
+pub(super) async fn end_with(
+    conn: &quinn::Connection,
+    mut frames: Vec<Frame>,
+    wr: &mut Writer,
+    e: &ReplError,
+) {
+    if !frames.iter().any(|f| matches!(f, Frame::Error { .. }))
+        && let Some(code) = e.code()
+    {
+        frames.push(Frame::Error { code, message: e.to_string() });
+    }
+    let error = frames.iter().any(|f| matches!(f, Frame::Error { .. }));
+    for f in frames {
+        if wr.feed(f).await.is_err() {
+            return;
+        }
+    }
+    if SinkExt::<Frame>::flush(wr).await.is_err() || !error {
+        return;
+    }
+    let _ = wr.get_mut().finish();
+    let _ = tokio::time::timeout(ERROR_LINGER, conn.closed()).await;
+}
+
+/// How long a side that sent ERROR waits for its peer to close (see [`end_with`]).
+const ERROR_LINGER: Duration = Duration::from_secs(1);
+
+/// This node's positions for POS_MAP: every database with a copy, except those that need
+/// a snapshot (damaged here).
+fn positions(store: &Store) -> Vec<DbPos> {
+    store
+        .list()
+        .into_iter()
+        .filter(|d| d.pos().txid.0 > 0 && !d.needs_resync())
+        .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
+        .collect()
+}
+
+/// Sends every frame the session queued.
+async fn flush(s: &mut ReplicaSession, wr: &mut Writer) -> Result<(), ReplError> {
+    let mut any = false;
+    while let Some(f) = s.poll_transmit() {
+        wr.feed(f).await?;
+        any = true;
+    }
+    if any {
+        SinkExt::<Frame>::flush(wr).await?;
+    }
+    Ok(())
+}
+
+/// Sleeps until the node's monotonic clock reads `at` (forever for `None`).
+pub(super) async fn sleep_until(node: &crate::node::NodeCtx, at: Option<Millis>) {
+    match at {
+        Some(at) => {
+            tokio::time::sleep(Duration::from_millis(at.since(Millis(node.now_ms())))).await
+        }
+        None => std::future::pending().await,
+    }
+}
 
 /// Unregisters the session's promotion channel when it ends.
 struct Unregister(Arc<Store>);
@@ -207,40 +255,32 @@ async fn db_stream(
     // A resync snapshot found while collecting a run: it starts the next one.
     let mut held: Option<Received> = None;
     loop {
-        let got = match held.take() {
+        let first = match held.take() {
             Some(g) => g,
             None => match next_file(&mut rd, &mut asm).await? {
                 Some(g) => g,
                 None => return Ok(()),
             },
         };
-        stale(&store, got.begin.epoch)?;
-        let name = got.begin.name.clone();
-        let resync = got.begin.kind == LtxKind::Resync;
         // Take every file that already arrived too (without waiting): a replica that fell
-        // behind applies them as one run instead of paying the locks per transaction. A
-        // resync snapshot is applied alone.
-        let mut run = vec![got.file];
-        let mut run_bytes = run[0].len();
-        while !resync && run.len() < MAX_RUN_FILES && run_bytes < MAX_RUN_BYTES {
+        // behind applies them as one run instead of paying the locks per transaction.
+        let mut run = Run::start(first);
+        while !run.is_full() {
             let Some(next) = rd.next().now_or_never() else { break };
             let Some(f) = next else { break };
             let f = f?;
             if let Frame::Error { code, message } = f {
                 return Err(ReplError::Remote { code, message });
             }
-            if let Some(more) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? {
-                if more.begin.name != name {
-                    return Err(ReplError::Protocol("two databases on one stream".into()));
-                }
-                if more.begin.kind == LtxKind::Resync {
-                    held = Some(more);
-                    break;
-                }
-                run_bytes += more.file.len();
-                run.push(more.file);
+            if let Some(more) = asm.handle(f)?
+                && let Offer::Held(h) = run.offer(more)?
+            {
+                held = Some(h);
+                break;
             }
         }
+        fence(run.epoch, store.node().max_epoch())?;
+        let Run { name, resync, files: run, .. } = run;
         let stamp = run.last().and_then(|f| super::file_pos(f)).map(|(h, _)| h.timestamp);
         let db = match store.get(&name) {
             Some(db) => db,
@@ -280,18 +320,6 @@ async fn db_stream(
     }
 }
 
-/// Fencing: a frame from an epoch older than the newest this node has seen comes from a
-/// deposed primary; the session ends (`protocol.md` §2 rule 4).
-fn stale(store: &Store, epoch: crate::core::types::Epoch) -> Result<(), ReplError> {
-    let newest = store.node().max_epoch();
-    if epoch < newest {
-        return Err(ReplError::StaleEpoch(format!(
-            "frame from epoch {epoch}, but epoch {newest} was seen"
-        )));
-    }
-    Ok(())
-}
-
 /// The next whole file on a database stream; `None` at its end.
 async fn next_file(
     rd: &mut FramedRead<quinn::RecvStream, FrameCodec>,
@@ -302,7 +330,7 @@ async fn next_file(
         if let Frame::Error { code, message } = f {
             return Err(ReplError::Remote { code, message });
         }
-        if let Some(got) = asm.handle(f).map_err(|e| ReplError::Protocol(e.to_string()))? {
+        if let Some(got) = asm.handle(f)? {
             return Ok(Some(got));
         }
     }

@@ -172,7 +172,8 @@ impl SupState {
                 }
             }
         };
-        let id = Identity { epoch, role: Role::Primary, ..self.args.id.clone() };
+        let cluster_id = self.args.store.cluster_id();
+        let id = Identity { epoch, role: Role::Primary, cluster_id, ..self.args.id.clone() };
         let lease = self.lease.clone();
         let session =
             Box::pin(primary::serve(ep, self.args.store.clone(), id, myself.get_cell(), lease));
@@ -264,7 +265,8 @@ impl SupState {
         // Candidates say so: under synchronous replication only their copies protect a
         // commit from a failover (only they can become primary).
         let role = if self.args.candidate { Role::Candidate } else { Role::Replica };
-        let id = Identity { role, epoch, ..self.args.id.clone() };
+        let cluster_id = self.args.store.cluster_id();
+        let id = Identity { role, epoch, cluster_id, ..self.args.id.clone() };
         let store = self.args.store.clone();
         let span = tracing::info_span!("primary", addr = %target.addr);
         let (lease, promote) = (self.lease.clone(), self.args.promote);
@@ -367,12 +369,14 @@ impl SupState {
                 }
                 self.needs_take_over = false;
                 self.was_primary = true;
+                // A handoff of an earlier term left writes paused. Writable before the
+                // listener starts: a replica's HELLO is answered NOT_PRIMARY by a node that
+                // is not (`protocol.md` §2 rule 9).
+                self.args.store.node().pause_writes(false);
+                self.args.store.node().set_writable(true);
                 if self.listener.is_none() {
                     self.start_listener(myself, epoch).await;
                 }
-                // A handoff of an earlier term left writes paused.
-                self.args.store.node().pause_writes(false);
-                self.args.store.node().set_writable(true);
                 tracing::info!(%epoch, "this node is the primary");
             }
             LeaseView::Replica { holder } => {
