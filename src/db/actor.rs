@@ -337,7 +337,8 @@ impl DbActorState {
         if state.page_size == 0 || state.pos.txid.0 == 0 || self.log.deleted {
             return Ok(None);
         }
-        let actual = super::recover::scan_db(&f, state.page_size)?.checksum();
+        let path = self.apply.dir.join(super::FileKind::Database.backing_name());
+        let actual = super::pages::scan_db(&f, &path, state.page_size)?.checksum();
         Ok((actual != state.pos.checksum).then_some(actual))
     }
 

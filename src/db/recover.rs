@@ -20,16 +20,17 @@
 //!
 //! Anything else is an error naming the database, both checksums and the way out.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 
 use super::LOOSE_FILE;
 use super::cache::{CACHE_FILE, Cache};
-use super::{
-    Commit, Db, DbError, FileKind, Inner, LtxLog, WalRange, now_ms, read_header, read_page,
-};
+use super::image::build_snapshot;
+use super::pages::{Backing, read_header, read_logical_page, scan_db};
+use super::waltxn::{self, TxnFiles};
+use super::{Commit, Db, DbError, FileKind, Inner, LtxLog, now_ms};
 use crate::core::commit::WalTracker;
-use crate::core::ltx::{self, DbState, PageChecksums, page_checksum};
+use crate::core::ltx::{self, DbState, PageChecksums};
 use crate::core::sqlite::{JournalMode, journal_records, super_journal_name};
 use crate::core::types::{Checksum, PageNo, Pos, Txid};
 use crate::storage::FileStore;
@@ -115,6 +116,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         }
         return Ok(());
     };
+    let db_path = db.path(FileKind::Database);
     let Some(header) = read_header(&dbf)? else {
         if dbf.metadata()?.len() == 0 && last.is_none() {
             return Ok(()); // created, never written
@@ -131,7 +133,9 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         io::Read::read_to_end(&mut &*j, &mut bytes)?;
         if let Some((initial, records)) = journal_records(&bytes, ps) {
             let matches_ltx = match &last {
-                Some((_, s)) => scan_db(&dbf, ps)?.checksum() == s.trailer.post_apply_checksum,
+                Some((_, s)) => {
+                    scan_db(&dbf, &db_path, ps)?.checksum() == s.trailer.post_apply_checksum
+                }
                 None => false,
             };
             // A child journal of a multi-database transaction whose super-journal is gone:
@@ -173,11 +177,14 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
             tracing::info!(db = %db.name, "clean shutdown: checksums from the cache, no scan");
             c.cache.checksums.clone()
         }
-        _ => scan_db(&dbf, ps)?,
+        _ => scan_db(&dbf, &db_path, ps)?,
     };
     let mut wal = WalTracker::new();
     let mut late_txns = Vec::new();
+    let wal_path = db.path(FileKind::Wal);
     if let Some(w) = db.file(FileKind::Wal) {
+        let files =
+            TxnFiles { wal: Backing::new(&*w, &wal_path), db: Some(Backing::new(&*dbf, &db_path)) };
         let txns = wal.scan(&*w, ps)?;
         // Transactions at or before the newest LTX file's WAL range are already recorded;
         // later ones (same salts) are commits whose LTX write was cut off.
@@ -199,7 +206,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         for txn in txns {
             let recorded = !all_late && recorded_end.is_none_or(|end| txn.offset < end);
             if recorded {
-                apply_wal_txn(&mut checksums, &w, &txn, ps)?;
+                waltxn::apply(&mut checksums, files, &txn, ps)?;
             } else {
                 late_txns.push(txn);
             }
@@ -279,7 +286,7 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
                     if let Err(e) = reapply(r, &mut store, ps) {
                         return Err(fail(format!("re-applying {}: {e}", path.display())));
                     }
-                    state_checksums = scan_db(&dbf, ps)?;
+                    state_checksums = scan_db(&dbf, &db_path, ps)?;
                 } else if loose.exists() {
                     // Writes that bypassed SQLite's journal (recorded as they happened,
                     // see `Db::write`) were cut off by a crash before they became a
@@ -339,93 +346,19 @@ pub(super) fn recover(db: &Db, log: &mut LtxLog) -> Result<(), DbError> {
         tracing::warn!(db = %db.name, count = late_txns.len(),
             "WAL holds commits without LTX files (crash during commit): recording them");
         let Some(w) = db.file(FileKind::Wal) else { return Ok(()) };
+        let files =
+            TxnFiles { wal: Backing::new(&*w, &wal_path), db: Some(Backing::new(&*dbf, &db_path)) };
         for txn in late_txns {
-            let mut pages = Vec::new();
-            for &(pgno, off) in &txn.pages {
-                if pgno.0 > txn.commit || pgno == PageNo::lock_page(ps) {
-                    continue;
-                }
-                let mut buf = vec![0u8; ps as usize];
-                crate::core::commit::ReadAt::pread_exact(&*w, &mut buf, off)?;
-                pages.push((pgno, buf));
-            }
-            let wal = Some(WalRange {
-                offset: txn.offset,
-                size: txn.size,
-                salt1: txn.salt1,
-                salt2: txn.salt2,
-            });
-            let c = Commit {
-                page_size: ps,
-                commit: txn.commit,
-                pages,
-                wal,
-                durable: true,
-                timestamp_ms: now_ms(),
-            };
-            log.commit(c)?;
+            // As the live path would have recorded it, from the page count after the
+            // transaction before.
+            let old = log.state.checksums.page_count();
+            log.commit(waltxn::commit(files, &txn, ps, old, true, now_ms())?)?;
         }
     }
     if inner.mode == JournalMode::Wal {
         tracing::debug!(db = %db.name, wal_pages = inner.wal.indexed_pages(), "WAL mode");
     }
     Ok(())
-}
-
-/// Page checksums of the database file as it is on disk.
-pub(super) fn scan_db(f: &File, ps: u32) -> io::Result<PageChecksums> {
-    let pages = (f.metadata()?.len() / u64::from(ps)) as u32;
-    let mut c = PageChecksums::new();
-    let lock = PageNo::lock_page(ps);
-    let mut buf = vec![0u8; ps as usize];
-    for p in 1..=pages {
-        let pgno = PageNo(p);
-        if pgno == lock {
-            continue;
-        }
-        read_page(f, pgno, &mut buf)?;
-        c.set(pgno, page_checksum(pgno, &buf));
-    }
-    c.truncate(pages);
-    Ok(c)
-}
-
-pub(super) fn apply_wal_txn(
-    c: &mut PageChecksums,
-    wal: &File,
-    txn: &crate::core::commit::WalTxn,
-    ps: u32,
-) -> io::Result<()> {
-    let mut buf = vec![0u8; ps as usize];
-    for &(pgno, off) in &txn.pages {
-        if pgno.0 > txn.commit || pgno == PageNo::lock_page(ps) {
-            continue;
-        }
-        crate::core::commit::ReadAt::pread_exact(wal, &mut buf, off)?;
-        c.set(pgno, page_checksum(pgno, &buf));
-    }
-    c.truncate(txn.commit);
-    Ok(())
-}
-
-/// Page `pgno` as SQLite reads it: newest committed WAL copy, else the database file.
-pub(super) fn read_logical_page(
-    db: &Db,
-    inner: &Inner,
-    pgno: PageNo,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    if let (Some(off), Some(w)) = (inner.wal.page_offset(pgno), db.file(FileKind::Wal)) {
-        crate::core::commit::ReadAt::pread_exact(&*w, buf, off)?;
-        return Ok(());
-    }
-    match db.file(FileKind::Database) {
-        Some(f) => read_page(&*f, pgno, buf),
-        None => {
-            buf.fill(0);
-            Ok(())
-        }
-    }
 }
 
 /// Writes every page of an LTX file and truncates to its commit, without position checks.
@@ -497,8 +430,7 @@ fn snapshot_at(
     at: Pos,
 ) -> Result<(), DbError> {
     let read = |pgno, buf: &mut [u8]| read_logical_page(db, inner, pgno, buf);
-    let (sum, bytes) =
-        super::build_snapshot(read, ps, commit, at.txid, db.opts.compress, db.node_id)?;
+    let (sum, bytes) = build_snapshot(read, ps, commit, at.txid, db.opts.compress, db.node_id)?;
     if sum != at.checksum {
         return Err(DbError::Recovery {
             name: db.name.clone(),

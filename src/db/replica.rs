@@ -35,6 +35,7 @@ use std::time::Duration;
 
 use super::log::LtxLog;
 use super::{DbError, FileKind, Files, open_rw};
+use crate::core::ltx::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer};
 use crate::core::repl::Incoming;
 use crate::core::sqlite::{DbHeader, JournalMode, WalChecksum};
 use crate::core::types::Pos;
@@ -148,7 +149,7 @@ fn shm_current(mount: &Path, name: &str, shm: Option<&File>) -> bool {
 pub fn set_aside(log: &mut LtxLog, ctx: &ApplyCtx, why: &str) -> Result<(), DbError> {
     let root = ctx.dir.parent().and_then(Path::parent).unwrap_or(&ctx.dir);
     let pos = log.state.pos;
-    let stamp = crate::repl::now_ms();
+    let stamp = super::now_ms();
     let dest = root.join("diverged").join(&ctx.name).join(format!("{stamp}-{}", pos.txid));
     let names = log.set_aside(&dest)?;
     tracing::error!(db = %ctx.name, %pos, dir = %dest.display(), files = ?names, why,
@@ -172,9 +173,8 @@ pub fn apply_run(
     if let [one] = ltxs {
         return apply(log, ctx, one);
     }
-    let plain = ltxs
-        .iter()
-        .all(|l| crate::repl::file_pos(l).is_some_and(|(h, _)| h.commit != 0 && !h.is_snapshot()));
+    let plain =
+        ltxs.iter().all(|l| ends(l).is_some_and(|(h, _)| h.commit != 0 && !h.is_snapshot()));
     if plain && !ltxs.is_empty() {
         let readers: Result<Vec<_>, _> = ltxs
             .iter()
@@ -191,6 +191,17 @@ pub fn apply_run(
         pos = apply(log, ctx, l)?;
     }
     Ok(pos)
+}
+
+/// The header and trailer of an LTX file, unverified (`None`: too short, or a header that
+/// does not decode). Enough to tell a run's files apart; [`Incoming::check`] verifies.
+fn ends(ltx: &[u8]) -> Option<(Header, Trailer)> {
+    if ltx.len() < HEADER_SIZE + TRAILER_SIZE {
+        return None;
+    }
+    let h = Header::decode(ltx[..HEADER_SIZE].try_into().ok()?).ok()?;
+    let t = Trailer::decode(ltx[ltx.len() - TRAILER_SIZE..].try_into().ok()?);
+    Some((h, t))
 }
 
 /// Verifies and applies one LTX file; returns the new position.

@@ -6,7 +6,9 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use super::{FileKind, LtxDir, read_header, recover};
+use super::pages::{Backing, read_header, scan_db};
+use super::waltxn::{self, TxnFiles};
+use super::{FileKind, LtxDir};
 use crate::core::commit::WalTracker;
 use crate::core::types::{Checksum, Pos};
 
@@ -71,11 +73,14 @@ pub fn verify_dir(name: &str, dir: &Path) -> std::io::Result<Report> {
         return Ok(r);
     };
     let ps = header.page_size;
-    let mut sums = recover::scan_db(&dbf, ps)?;
-    if let Ok(w) = File::open(dir.join(FileKind::Wal.backing_name())) {
+    let mut sums = scan_db(&dbf, &db_path, ps)?;
+    let wal_path = dir.join(FileKind::Wal.backing_name());
+    if let Ok(w) = File::open(&wal_path) {
+        let files =
+            TxnFiles { wal: Backing::new(&w, &wal_path), db: Some(Backing::new(&dbf, &db_path)) };
         let mut wal = WalTracker::new();
         for txn in wal.scan(&w, ps)? {
-            recover::apply_wal_txn(&mut sums, &w, &txn, ps)?;
+            waltxn::apply(&mut sums, files, &txn, ps)?;
         }
     }
     let actual = sums.checksum();
