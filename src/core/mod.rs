@@ -15,6 +15,8 @@ pub mod repl;
 #[cfg(test)]
 mod repl_sim;
 pub mod session;
+#[cfg(test)]
+pub mod sim;
 pub mod sqlite;
 pub mod types;
 pub mod wire;

@@ -221,6 +221,18 @@ impl Incoming {
             rd.finish()?;
             return Err(ApplyError::Unconfirmed { since, min: h.min_txid, max: h.max_txid });
         }
+        // A snapshot replaces the whole database: never over this node's own unconfirmed
+        // transactions either (a deposed primary's tail meeting a snapshot the new primary
+        // sends from its files or for a position retention passed): they are set aside
+        // first, by the resync that follows this refusal. Found by the cluster simulation
+        // (`core::sim`).
+        if h.is_snapshot()
+            && let Some(since) = own_since.filter(|since| *since < at.txid)
+        {
+            while rd.next_page()?.is_some() {}
+            rd.finish()?;
+            return Err(ApplyError::Unconfirmed { since, min: h.min_txid, max: h.max_txid });
+        }
         let snapshot = h.is_snapshot() || replaces;
         if !snapshot {
             if at.txid.0 + 1 < h.min_txid.0 || at.txid >= h.max_txid {
@@ -506,6 +518,34 @@ mod tests {
         bad[at] ^= 1;
         let e = Incoming::check(&bad[..], bad.len() as u64, &state, Some(t(4))).unwrap_err();
         assert!(!e.is_divergence(), "{e}");
+    }
+
+    #[test]
+    fn a_snapshot_never_replaces_own_unconfirmed_transactions() {
+        use crate::core::ltx::{Header, LtxWriter};
+        // A deposed primary at TXID 6 whose transactions after 4 are its own; the new
+        // primary's files hold a snapshot covering TXID 6 (it got one itself, or retention
+        // passed the position): applied, it would drop them unseen.
+        let mut state = DbState { pos: pos(6, 3), page_size: 512, ..DbState::default() };
+        state.checksums.set(PageNo(1), page_checksum(PageNo(1), &[9; 512]));
+        let h = Header {
+            page_size: 512,
+            commit: 1,
+            min_txid: t(1),
+            max_txid: t(8),
+            node_id: crate::core::types::NodeId(1),
+            ..Header::default()
+        };
+        let mut w = LtxWriter::new(Vec::new(), h).unwrap();
+        w.write_page(PageNo(1), &[1; 512]).unwrap();
+        let mut sums = PageChecksums::new();
+        sums.set(PageNo(1), page_checksum(PageNo(1), &[1; 512]));
+        let f = w.finish(sums.checksum()).unwrap().0;
+        let e = Incoming::check(&f[..], f.len() as u64, &state, Some(t(4))).unwrap_err();
+        assert!(matches!(e, ApplyError::Unconfirmed { .. }) && e.is_divergence(), "{e}");
+        // Confirmed (or set aside first, as a resync does): the snapshot applies.
+        assert!(Incoming::check(&f[..], f.len() as u64, &state, None).unwrap().snapshot);
+        assert!(Incoming::check(&f[..], f.len() as u64, &state, Some(t(6))).is_ok());
     }
 
     #[test]

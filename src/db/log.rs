@@ -434,6 +434,7 @@ impl LtxLog {
         self.sync()?;
         let files = self.dir.list()?;
         if files.is_empty() {
+            self.confirm_own();
             return Ok(Vec::new());
         }
         fs::create_dir_all(dest)?;
@@ -446,6 +447,9 @@ impl LtxLog {
         // Both directories: the files must be in exactly one place after a crash.
         File::open(dest)?.sync_all()?;
         self.dir.sync_dir()?;
+        // This node's own unconfirmed transactions are in the files set aside: kept there,
+        // and the snapshot that follows may replace them here.
+        self.confirm_own();
         Ok(names)
     }
 
