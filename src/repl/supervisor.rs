@@ -1,5 +1,6 @@
 //! The node's replication supervisor: parent of the lease actor and of every peer-link
-//! actor, and the one place that turns a lease change into a role.
+//! actor, and the shell of the node's role machine ([`RoleMachine`]), which decides what a
+//! lease change means; this runs what it decides.
 //!
 //! - Lease says primary: the mount becomes writable, the QUIC server starts, and each
 //!   accepted replica gets a peer-link actor.
@@ -7,32 +8,28 @@
 //!   actor's callback* (before anyone else could be elected), the server stops, and a
 //!   peer-link actor follows the holder.
 //!
-//! Restarts: a failed follower link is restarted with backoff (100 ms doubling to 3 s, reset
-//! after a session that lasted 5 s); a failed lease actor is restarted after 1 s with the
-//! node read-only meanwhile; a failed listener is restarted after 1 s. A replica's link on
-//! the primary is not restarted: the replica redials.
+//! Restarts (timed by the role machine): a failed follower link is restarted with backoff
+//! (100 ms doubling to 3 s, reset after a session that lasted 5 s); a failed lease actor is
+//! restarted after 1 s with the node read-only meanwhile; a failed listener is restarted
+//! after 1 s. A replica's link on the primary is not restarted: the replica redials.
 
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use super::link::{LinkActor, LinkArgs};
 use super::{Identity, ReplError, primary, replica};
-use crate::core::lease::{LeaseView, Suspicion};
-use crate::core::types::Epoch;
+use crate::core::lease::{Holder, LeaseView};
+use crate::core::session::role::{RESTART_DELAY_MS, RoleAction, RoleMachine};
+use crate::core::types::{Epoch, Millis};
 use crate::core::wire::Role;
 use crate::lease::LeaseBackend;
 use crate::lease::actor::{LeaseActor, LeaseArgs, LeaseMsg};
 use crate::store::Store;
 use crate::tls::Credentials;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(3);
-const LONG_SESSION: Duration = Duration::from_secs(5);
-const RESTART_DELAY: Duration = Duration::from_secs(1);
 
 pub struct SupArgs {
     pub store: Arc<Store>,
@@ -54,45 +51,25 @@ pub struct SupArgs {
     pub promote: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Child {
-    Lease,
-    Listener,
-    Follower,
-}
-
 pub enum SupMsg {
     Lease(LeaseView),
-    Restart(Child),
-    /// Timer (fast failover): is the primary still heard from?
-    CheckPrimary,
+    /// The role machine's timer.
+    Timer,
 }
-
-/// How often a replica that may depose its primary checks when it was last heard from.
-const CHECK_EVERY: Duration = Duration::from_millis(100);
 
 pub struct ReplSupervisor;
 
 pub struct SupState {
     args: SupArgs,
-    view: LeaseView,
+    role: RoleMachine,
+    /// When a [`SupMsg::Timer`] is due (one pending at a time).
+    timer_at: Option<Millis>,
     lease: Option<ActorRef<LeaseMsg>>,
-    /// Fast failover: the check timer is armed; when the last suspicion was sent.
-    checking: bool,
-    /// Fast failover's decision (`None`: off).
-    suspicion: Option<Suspicion>,
     server: Option<quinn::Endpoint>,
     listener: Option<ActorCell>,
     client: Option<quinn::Endpoint>,
-    follower: Option<(ActorCell, Instant)>,
+    follower: Option<ActorCell>,
     links: HashSet<ActorId>,
-    backoff: Duration,
-    /// A follower ran since this node was last primary: replicated files were applied
-    /// behind the FUSE side's back, which must take the databases over on promotion.
-    needs_take_over: bool,
-    /// This node was the primary and has not been demoted since: its WAL may hold frames,
-    /// so it cannot apply replicated files until `Db::demote` (or a restart) folds them.
-    was_primary: bool,
 }
 
 /// `host:port` of a URL like `http://host:port/path` (port 20202 when absent).
@@ -115,6 +92,97 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ReplError> {
 }
 
 impl SupState {
+    fn now(&self) -> Millis {
+        Millis(self.args.store.node().now_ms())
+    }
+
+    /// Runs everything the role machine decided, feeding outcomes back, then arms its timer.
+    async fn run(&mut self, myself: &ActorRef<SupMsg>) {
+        while let Some(a) = self.role.poll_action() {
+            let node = self.args.store.node().clone();
+            match a {
+                RoleAction::Writable(on) => {
+                    node.set_writable(on);
+                    if let (true, LeaseView::Primary { epoch }) = (on, self.role.view()) {
+                        tracing::info!(%epoch, "this node is the primary");
+                    }
+                }
+                RoleAction::ResumeWrites => node.pause_writes(false),
+                RoleAction::NoteEpoch(e) => {
+                    node.note_epoch(e);
+                }
+                RoleAction::TakeOver => {
+                    // Promotion: the FUSE side takes over from the replica applier.
+                    let r = self.take_over().await;
+                    if let Err(e) = &r {
+                        tracing::error!(error = %e, "cannot take the databases over; staying \
+                            read-only, retrying");
+                    }
+                    let now = self.now();
+                    self.role.handle_taken_over(now, r);
+                }
+                RoleAction::Demote => {
+                    let r = self.demote().await;
+                    match &r {
+                        Ok(()) => {
+                            tracing::info!("demoted: this node was the primary; it follows now")
+                        }
+                        Err(e) => tracing::error!(error = %e, "cannot demote this former primary \
+                            yet; read-only, retrying (a restart also rejoins it as a replica)"),
+                    }
+                    let now = self.now();
+                    self.role.handle_demoted(now, r);
+                }
+                RoleAction::StartListener(epoch) => {
+                    if !self.start_listener(myself, epoch).await {
+                        let now = self.now();
+                        self.role.handle_listener_ended(now);
+                    }
+                }
+                RoleAction::StopListener => self.stop_server(),
+                RoleAction::StartFollower(holder) => {
+                    let started = self.start_follower(myself, &holder).await;
+                    let now = self.now();
+                    if started {
+                        self.role.handle_follower_started(now);
+                    } else {
+                        self.role.handle_follower_ended(now);
+                    }
+                }
+                RoleAction::StopFollower => self.stop_follower().await,
+                RoleAction::HeardPrimary => {
+                    if let LeaseView::Replica { holder: Some(h) } = self.role.view() {
+                        tracing::info!(primary = %h.hostname, url = %h.advertise_url, "following");
+                    }
+                    node.heard_primary();
+                }
+                RoleAction::Depose(h) => {
+                    tracing::warn!(primary = %h.hostname, silent_ms = node.primary_silent_ms(),
+                        "nothing heard from the primary; suspecting it");
+                    if let Some(l) = &self.lease {
+                        let _ = l.send_message(LeaseMsg::Depose);
+                    }
+                }
+                RoleAction::RestartLease => {
+                    if self.lease.is_none()
+                        && let Err(e) = self.start_lease(myself).await
+                    {
+                        tracing::error!(error = %e, "cannot start the lease actor; retrying");
+                        let now = self.now();
+                        self.role.handle_lease_ended(now);
+                    }
+                }
+            }
+        }
+        if let Some(at) = self.role.poll_timeout()
+            && self.timer_at.is_none_or(|t| at < t)
+        {
+            self.timer_at = Some(at);
+            let delay = Duration::from_millis(at.since(self.now()));
+            myself.send_after(delay, || SupMsg::Timer);
+        }
+    }
+
     async fn start_lease(&mut self, myself: &ActorRef<SupMsg>) -> Result<(), ActorProcessingErr> {
         let node = self.args.store.node().clone();
         let me = myself.clone();
@@ -138,7 +206,8 @@ impl SupState {
         Ok(())
     }
 
-    async fn start_listener(&mut self, myself: &ActorRef<SupMsg>, epoch: Epoch) {
+    /// Starts serving replicas; false if it could not (the role machine retries).
+    async fn start_listener(&mut self, myself: &ActorRef<SupMsg>, epoch: Epoch) -> bool {
         let ep = match &self.server {
             Some(ep) => ep.clone(),
             None => {
@@ -146,7 +215,7 @@ impl SupState {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(error = %e, "TLS server config");
-                        return;
+                        return false;
                     }
                 };
                 let made = match self.args.listen_socket.take() {
@@ -166,8 +235,7 @@ impl SupState {
                     Err(e) => {
                         tracing::error!(addr = %self.args.listen, error = %e,
                             "cannot listen for replicas; retrying");
-                        myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Listener));
-                        return;
+                        return false;
                     }
                 }
             }
@@ -179,8 +247,14 @@ impl SupState {
             Box::pin(primary::serve(ep, self.args.store.clone(), id, myself.get_cell(), lease));
         let args = LinkArgs { span: tracing::info_span!("listener"), session };
         match spawn_link(args, myself).await {
-            Ok(cell) => self.listener = Some(cell),
-            Err(e) => tracing::error!(error = %e, "starting the listener"),
+            Ok(cell) => {
+                self.listener = Some(cell);
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "starting the listener");
+                false
+            }
         }
     }
 
@@ -193,27 +267,8 @@ impl SupState {
         }
     }
 
-    async fn start_follower(&mut self, myself: &ActorRef<SupMsg>) {
-        if self.follower.is_some() || !matches!(self.view, LeaseView::Replica { holder: Some(_) }) {
-            return;
-        }
-        if self.was_primary {
-            // Demoted while running: writes are refused already. Following needs every
-            // database in a replica's state (`Db::demote`).
-            match self.demote().await {
-                Ok(()) => {
-                    self.was_primary = false;
-                    tracing::info!("demoted: this node was the primary; it follows now");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot demote this former primary yet; read-only, \
-                        retrying (a restart also rejoins it as a replica)");
-                    self.retry_follower(myself);
-                    return;
-                }
-            }
-        }
-        let LeaseView::Replica { holder: Some(holder) } = &self.view else { return };
+    /// Starts following `holder`; false if it could not (the role machine retries).
+    async fn start_follower(&mut self, myself: &ActorRef<SupMsg>, holder: &Holder) -> bool {
         let url = self.args.primary_override.clone().unwrap_or(holder.advertise_url.clone());
         let target = url_host_port(&url)
             .ok_or_else(|| ReplError::Protocol(format!("bad primary address {url:?}")))
@@ -224,8 +279,7 @@ impl SupState {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot reach the primary; retrying");
-                self.retry_follower(myself);
-                return;
+                return false;
             }
         };
         let ep = match &self.client {
@@ -255,8 +309,7 @@ impl SupState {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "QUIC client endpoint");
-                        self.retry_follower(myself);
-                        return;
+                        return false;
                     }
                 }
             }
@@ -275,72 +328,41 @@ impl SupState {
                 async move { replica::session(&ep, &store, &id, &target, lease, promote).await },
             );
         match spawn_link(LinkArgs { span, session }, myself).await {
-            #[allow(clippy::disallowed_methods)] // the shell owns the clock
             Ok(cell) => {
-                self.follower = Some((cell, Instant::now()));
-                self.needs_take_over = true;
+                self.follower = Some(cell);
+                true
             }
             Err(e) => {
                 tracing::error!(error = %e, "starting the follower");
-                self.retry_follower(myself);
+                false
             }
         }
     }
 
-    fn arm_check(&mut self, myself: &ActorRef<SupMsg>) {
-        if self.suspicion.is_some() && !self.checking {
-            self.checking = true;
-            myself.send_after(CHECK_EVERY, || SupMsg::CheckPrimary);
+    /// Every database taken over from the replica applier, off the actor's thread.
+    async fn take_over(&self) -> Result<(), String> {
+        for db in self.args.store.list() {
+            db.take_over().await.map_err(|e| format!("{}: {e}", db.name()))?;
         }
-    }
-
-    /// Fast failover: a candidate following a primary it has not heard from for the
-    /// failover timeout asks the lease actor to depose it (at most once per timeout).
-    fn check_primary(&mut self, myself: &ActorRef<SupMsg>) {
-        self.checking = false;
-        let LeaseView::Replica { holder: Some(h) } = &self.view else { return };
-        let Some(suspicion) = &mut self.suspicion else { return };
-        if self.was_primary {
-            return; // not following anyone: its silence means nothing
-        }
-        let node = self.args.store.node();
-        let silent_ms = node.primary_silent_ms();
-        let (connected, own_fault) = (node.primary().is_some(), node.local_fault());
-        if suspicion.check(node.now_ms(), silent_ms, connected, own_fault) {
-            tracing::warn!(primary = %h.hostname, silent_ms, "nothing heard from the primary; suspecting it");
-            if let Some(l) = &self.lease {
-                let _ = l.send_message(LeaseMsg::Depose);
-            }
-        }
-        self.arm_check(myself);
+        Ok(())
     }
 
     /// Brings every database from the primary's state to a replica's (`Db::demote`), off
     /// the actor's thread: it waits for readers.
     async fn demote(&mut self) -> Result<(), String> {
-        let node = self.args.store.node().clone();
         let dbs = self.args.store.list();
-        let r = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             dbs.iter().try_for_each(|d| d.demote().map_err(|e| format!("{}: {e}", d.name())))
         })
         .await
-        .map_err(|e| format!("demotion task: {e}"))?;
-        if r.is_ok() {
-            // Writes stay refused (not writable); the pause of a handoff is over.
-            node.pause_writes(false);
-        }
-        r
-    }
-
-    fn retry_follower(&mut self, myself: &ActorRef<SupMsg>) {
-        myself.send_after(self.backoff, || SupMsg::Restart(Child::Follower));
-        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        .map_err(|e| format!("demotion task: {e}"))?
     }
 
     /// Stops the follower and waits until its session ended (no apply in flight after).
     async fn stop_follower(&mut self) {
-        if let Some((f, _)) = self.follower.take() {
-            let r = f.stop_and_wait(Some("lease changed".into()), Some(RESTART_DELAY * 5)).await;
+        if let Some(f) = self.follower.take() {
+            let wait = Some(Duration::from_millis(5 * RESTART_DELAY_MS));
+            let r = f.stop_and_wait(Some("lease changed".into()), wait).await;
             if let Err(e) = r {
                 tracing::warn!(error = %e, "follower did not stop in time");
             }
@@ -348,84 +370,26 @@ impl SupState {
         self.args.store.node().set_primary(None);
     }
 
-    async fn apply_view(&mut self, myself: &ActorRef<SupMsg>, view: LeaseView) {
-        self.view = view.clone();
-        match view {
-            LeaseView::Primary { epoch } => {
-                self.args.store.node().note_epoch(epoch);
-                self.stop_follower().await;
-                if self.needs_take_over {
-                    // Promotion: the FUSE side takes over from the replica applier.
-                    for db in self.args.store.list() {
-                        if let Err(e) = db.take_over().await {
-                            tracing::error!(db = db.name(), error = %e,
-                                "cannot take the database over; staying read-only");
-                            myself.send_after(RESTART_DELAY, move || {
-                                SupMsg::Lease(LeaseView::Primary { epoch })
-                            });
-                            return;
-                        }
-                    }
-                }
-                self.needs_take_over = false;
-                self.was_primary = true;
-                // A handoff of an earlier term left writes paused. Writable before the
-                // listener starts: a replica's HELLO is answered NOT_PRIMARY by a node that
-                // is not (`protocol.md` §2 rule 9).
-                self.args.store.node().pause_writes(false);
-                self.args.store.node().set_writable(true);
-                if self.listener.is_none() {
-                    self.start_listener(myself, epoch).await;
-                }
-                tracing::info!(%epoch, "this node is the primary");
-            }
-            LeaseView::Replica { holder } => {
-                self.args.store.node().set_writable(false);
-                self.stop_server();
-                self.stop_follower().await;
-                self.backoff = BACKOFF_MIN;
-                match holder {
-                    Some(h) => {
-                        tracing::info!(primary = %h.hostname, url = %h.advertise_url,
-                            "following");
-                        // A new term: its primary's silence counts from now.
-                        self.args.store.node().heard_primary();
-                        if let Some(s) = &mut self.suspicion {
-                            s.new_term();
-                        }
-                        self.start_follower(myself).await;
-                        self.arm_check(myself);
-                    }
-                    None => tracing::warn!("no primary known; read-only"),
-                }
-            }
-        }
-    }
-
     async fn child_ended(&mut self, myself: &ActorRef<SupMsg>, id: ActorId, why: Option<String>) {
         let reason = why.unwrap_or_else(|| "stopped".into());
+        let now = self.now();
         if self.lease.as_ref().is_some_and(|c| c.get_id() == id) {
             self.lease = None;
             tracing::error!(%reason, "lease actor ended; read-only until it restarts");
-            self.apply_view(myself, LeaseView::Replica { holder: None }).await;
-            myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Lease));
+            self.role.handle_lease_ended(now);
         } else if self.listener.as_ref().is_some_and(|c| c.get_id() == id) {
             self.listener = None;
             tracing::warn!(%reason, "listener ended");
-            if matches!(self.view, LeaseView::Primary { .. }) {
-                myself.send_after(RESTART_DELAY, || SupMsg::Restart(Child::Listener));
-            }
-        } else if self.follower.as_ref().is_some_and(|(c, _)| c.get_id() == id) {
-            let (_, started) = self.follower.take().expect("matched above");
+            self.role.handle_listener_ended(now);
+        } else if self.follower.as_ref().is_some_and(|c| c.get_id() == id) {
+            self.follower = None;
             self.args.store.node().set_primary(None);
             tracing::warn!(%reason, "replication session ended; reconnecting");
-            if started.elapsed() > LONG_SESSION {
-                self.backoff = BACKOFF_MIN;
-            }
-            self.retry_follower(myself);
+            self.role.handle_follower_ended(now);
         } else if self.links.remove(&id) {
             tracing::info!(%reason, "replica link ended");
         }
+        self.run(myself).await;
     }
 }
 
@@ -447,23 +411,19 @@ impl Actor for ReplSupervisor {
         myself: ActorRef<SupMsg>,
         args: SupArgs,
     ) -> Result<SupState, ActorProcessingErr> {
-        let suspicion = args.failover_after.map(|d| Suspicion::new(d.as_millis() as u64));
+        let failover = args.failover_after.map(|d| d.as_millis() as u64);
         let mut st = SupState {
             args,
-            view: LeaseView::Replica { holder: None },
+            role: RoleMachine::new(failover),
+            timer_at: None,
             lease: None,
-            checking: false,
-            suspicion,
             server: None,
             listener: None,
             client: None,
             follower: None,
             links: HashSet::new(),
-            backoff: BACKOFF_MIN,
-            needs_take_over: false,
-            was_primary: false,
         };
-        st.args.store.node().set_writable(false);
+        st.run(&myself).await;
         st.start_lease(&myself).await?;
         Ok(st)
     }
@@ -474,18 +434,23 @@ impl Actor for ReplSupervisor {
         msg: SupMsg,
         st: &mut SupState,
     ) -> Result<(), ActorProcessingErr> {
+        let now = st.now();
         match msg {
-            SupMsg::Lease(view) => st.apply_view(&myself, view).await,
-            SupMsg::Restart(Child::Lease) if st.lease.is_none() => st.start_lease(&myself).await?,
-            SupMsg::Restart(Child::Listener) if st.listener.is_none() => {
-                if let LeaseView::Primary { epoch } = st.view {
-                    st.start_listener(&myself, epoch).await;
+            SupMsg::Lease(view) => {
+                if view == (LeaseView::Replica { holder: None }) {
+                    tracing::warn!("no primary known; read-only");
                 }
+                st.role.handle_view(now, view)
             }
-            SupMsg::Restart(Child::Follower) => st.start_follower(&myself).await,
-            SupMsg::Restart(_) => {}
-            SupMsg::CheckPrimary => st.check_primary(&myself),
+            SupMsg::Timer => {
+                st.timer_at = None;
+                let node = st.args.store.node();
+                let (silent, connected, fault) =
+                    (node.primary_silent_ms(), node.primary().is_some(), node.local_fault());
+                st.role.handle_timeout(now, silent, connected, fault);
+            }
         }
+        st.run(&myself).await;
         Ok(())
     }
 
@@ -500,7 +465,7 @@ impl Actor for ReplSupervisor {
                 let known = [st.lease.as_ref().map(|l| l.get_cell()), st.listener.clone()]
                     .into_iter()
                     .flatten()
-                    .chain(st.follower.as_ref().map(|(c, _)| c.clone()))
+                    .chain(st.follower.clone())
                     .any(|c| c.get_id() == cell.get_id());
                 if !known {
                     st.links.insert(cell.get_id());
@@ -525,7 +490,8 @@ impl Actor for ReplSupervisor {
         st.args.store.node().set_writable(false);
         if let Some(l) = st.lease.take() {
             // Releases the lease (the lease actor's post_stop).
-            let _ = l.stop_and_wait(Some("shutting down".into()), Some(RESTART_DELAY)).await;
+            let wait = Some(Duration::from_millis(RESTART_DELAY_MS));
+            let _ = l.stop_and_wait(Some("shutting down".into()), wait).await;
         }
         st.stop_follower().await;
         st.stop_server();

@@ -19,6 +19,7 @@
 pub mod handshake;
 pub mod primary;
 pub mod replica;
+pub mod role;
 
 use crate::core::types::Epoch;
 use crate::core::wire::ErrorCode;
