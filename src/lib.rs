@@ -13,6 +13,7 @@
 //! verify it ([`core::ltx::LtxReader`]) and apply it ([`core::ltx::apply`]).
 
 pub mod certs;
+pub mod clock;
 pub mod config;
 pub mod core;
 pub mod db;

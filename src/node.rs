@@ -19,17 +19,16 @@ pub trait KernelCache: Send + Sync {
 /// See the module docs.
 pub struct NodeCtx {
     writable: AtomicBool,
-    /// Writes are refused from this many ms after `base` on (the lease's write fence;
+    /// Writes are refused from this [`crate::clock::mono`] reading on (the lease's write fence;
     /// `u64::MAX`: no fence). Checked on every write, so a process that was paused past its
     /// fence refuses writes before any timer of the lease actor runs.
     write_until_ms: AtomicU64,
-    /// When something was last heard from the primary (ms after `base`; replica).
+    /// When something was last heard from the primary ([`crate::clock::mono`]; replica).
     primary_heard_ms: AtomicU64,
     /// The highest lease epoch this node has seen (its own grants, primaries' HELLO,
     /// LTX_BEGIN and HEARTBEAT): frames from an older epoch are refused (`protocol.md` §2
     /// rule 4).
     max_epoch: AtomicU64,
-    base: Instant,
     kernel: OnceLock<Arc<dyn KernelCache>>,
     primary: Mutex<Option<String>>,
     /// Timestamp (ms) of the newest primary clock reading, 0 before the first.
@@ -61,8 +60,6 @@ impl Default for NodeCtx {
             write_until_ms: AtomicU64::new(u64::MAX),
             primary_heard_ms: AtomicU64::new(0),
             max_epoch: AtomicU64::new(0),
-            #[allow(clippy::disallowed_methods)] // the shell owns the clock
-            base: Instant::now(),
             kernel: OnceLock::new(),
             primary: Mutex::new(None),
             primary_time_ms: AtomicI64::new(0),
@@ -155,15 +152,15 @@ impl NodeCtx {
         candidate || self.sync_any_replica.load(Ordering::Relaxed)
     }
 
-    /// Milliseconds on this node's monotonic clock.
+    /// Milliseconds on the shell's monotonic clock ([`crate::clock::mono`]).
     pub fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
+        crate::clock::mono().0
     }
 
     /// The write fence: writes are refused from `at` on (`None`: no fence).
     pub fn set_write_until(&self, at: Option<Instant>) {
         let ms = match at {
-            Some(t) => t.saturating_duration_since(self.base).as_millis() as u64,
+            Some(t) => crate::clock::millis(t).0,
             None => u64::MAX,
         };
         self.write_until_ms.store(ms, Ordering::Release);

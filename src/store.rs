@@ -219,10 +219,8 @@ impl Store {
     }
 }
 
-fn now_ms() -> u128 {
-    #[allow(clippy::disallowed_methods)] // the shell owns the clock
-    let now = std::time::SystemTime::now();
-    now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+fn now_ms() -> i64 {
+    crate::clock::wall_ms()
 }
 
 /// Moves the directory `from` to `to` (creating `to`'s parent), then re-creates `from` empty.

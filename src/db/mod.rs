@@ -65,7 +65,6 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ractor::{Actor, ActorRef};
 use tokio::sync::{broadcast, watch};
@@ -200,10 +199,7 @@ pub struct Db {
 }
 
 fn now_ms() -> i64 {
-    // The shell owns the clock; the core gets timestamps passed in.
-    #[allow(clippy::disallowed_methods)]
-    let now = SystemTime::now();
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    crate::clock::wall_ms()
 }
 
 impl Db {

@@ -54,7 +54,6 @@ pub struct LeaseState {
     machine: LeaseMachine,
     on_change: Box<dyn Fn(LeaseView) + Send + Sync>,
     on_fence: Box<dyn Fn(Option<Instant>) + Send + Sync>,
-    epoch0: Instant,
     watcher: JoinHandle<()>,
     /// When the pending timer fires, if one is pending.
     tick_at: Option<u64>,
@@ -62,14 +61,14 @@ pub struct LeaseState {
 
 impl LeaseState {
     fn now_ms(&self) -> u64 {
-        self.epoch0.elapsed().as_millis() as u64
+        crate::clock::mono().0
     }
 
     fn run(&mut self, myself: &ActorRef<LeaseMsg>, actions: Vec<LeaseAction>) {
         // The fence first: a demotion below must not be preceded by a later fence.
         let until = match self.machine.write_until_ms() {
             u64::MAX => None,
-            ms => Some(self.epoch0 + Duration::from_millis(ms)),
+            ms => Some(crate::clock::instant(crate::core::types::Millis(ms))),
         };
         (self.on_fence)(until);
         for a in actions {
@@ -151,14 +150,11 @@ impl Actor for LeaseActor {
                 }
             }
         });
-        #[allow(clippy::disallowed_methods)] // the shell owns the clock
-        let epoch0 = Instant::now();
         let mut st = LeaseState {
             backend: args.backend,
             machine: LeaseMachine::new(args.candidate, timing),
             on_change: args.on_change,
             on_fence: args.on_fence,
-            epoch0,
             watcher,
             tick_at: None,
         };

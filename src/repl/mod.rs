@@ -33,8 +33,29 @@ pub enum ReplError {
     Assemble(#[from] crate::core::wire::AssembleError),
     #[error("peer closed the stream")]
     Closed,
-    #[error("protocol: {0}")]
-    Protocol(String),
+    /// A task of the session (a stream, a blocking file read) panicked or was cancelled.
+    #[error("{what} task: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
+    /// The primary's address does not resolve, or is not a URL.
+    #[error("primary address {0}")]
+    Address(String),
+    /// An LTX file to send is shorter than a header and trailer (read from disk).
+    #[error("LTX file of {0} bytes is too short to send")]
+    ShortFile(usize),
+    /// A database on this node needs a snapshot: the session reconnects so the primary
+    /// plans again without its position.
+    #[error("a database needs a snapshot from the primary; reconnecting")]
+    ResyncWanted,
+    /// Database creations were announced faster than this session could follow: the
+    /// replica reconnects and gets a stream for each.
+    #[error("database creations missed; reconnect")]
+    CreationsMissed,
+    /// A probe's peer answered something other than HELLO.
+    #[error("expected HELLO, got {0}")]
+    NotHello(&'static str),
+    /// The TLS configuration could not be built.
+    #[error("TLS: {0}")]
+    Tls(String),
     /// The session machine ended the session (`crate::core::session`).
     #[error("{0}")]
     Session(#[from] SessionError),
@@ -59,9 +80,15 @@ impl ReplError {
             // A received file that does not continue this database: the histories differ.
             ReplError::Db(crate::db::DbError::Diverged(_)) => Some(ErrorCode::PositionMismatch),
             ReplError::Db(_) => Some(ErrorCode::InvalidLtx),
-            ReplError::Protocol(_) | ReplError::Store(_) | ReplError::Io(_) => {
-                Some(ErrorCode::Internal)
-            }
+            ReplError::Task { .. }
+            | ReplError::Address(_)
+            | ReplError::ShortFile(_)
+            | ReplError::ResyncWanted
+            | ReplError::CreationsMissed
+            | ReplError::Tls(_)
+            | ReplError::Store(_)
+            | ReplError::Io(_) => Some(ErrorCode::Internal),
+            ReplError::NotHello(_) => Some(ErrorCode::UnexpectedFrame),
             ReplError::Connection(_)
             | ReplError::Connect(_)
             | ReplError::Write(_)
@@ -109,7 +136,7 @@ pub async fn send_ltx(
     ltx: Bytes,
     resync: bool,
 ) -> Result<(), ReplError> {
-    let (h, _) = file_pos(&ltx).ok_or_else(|| ReplError::Protocol("short LTX file".into()))?;
+    let (h, _) = file_pos(&ltx).ok_or(ReplError::ShortFile(ltx.len()))?;
     let kind = if h.commit == 0 {
         LtxKind::Deletion
     } else if h.is_snapshot() && resync {
@@ -141,10 +168,7 @@ pub async fn send_ltx(
     Ok(())
 }
 
-#[allow(clippy::disallowed_methods)]
+/// Unix milliseconds ([`crate::clock::wall_ms`]).
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    crate::clock::wall_ms()
 }

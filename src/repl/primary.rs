@@ -105,7 +105,7 @@ async fn connection(
     // ends (however it ends); and whether they count for synchronous replication.
     let mut acks: Option<(Acks, bool)> = None;
     // A handoff to this replica in progress.
-    let mut handoff: Option<tokio::task::JoinHandle<Result<(), String>>> = None;
+    let mut handoff: Option<tokio::task::JoinHandle<Result<(), HandoffError>>> = None;
     loop {
         flush(&mut s, &mut wr).await?;
         let timeout = s.poll_timeout();
@@ -113,11 +113,12 @@ async fn connection(
             r = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
                 // Taken whatever the outcome: a finished JoinHandle must not be polled again.
                 handoff = None;
-                let r = r.unwrap_or_else(|e| Err(format!("handoff task: {e}")));
+                let r = r
+                    .unwrap_or_else(|source| Err(HandoffError::Task { what: "handoff", source }));
                 if let Err(why) = &r {
                     tracing::warn!(reason = %why, "handoff refused");
                 }
-                s.handle_handoff_done(r);
+                s.handle_handoff_done(r.map_err(|e| e.to_string()));
                 Ok(())
             }
             () = super::replica::sleep_until(&node, timeout), if timeout.is_some() => {
@@ -138,13 +139,13 @@ async fn connection(
                 }
                 // Missed creations: the replica reconnects and gets a stream for each.
                 Err(RecvError::Lagged(_)) => {
-                    Err(ReplError::Protocol("database creations missed; reconnect".into()))
+                    Err(ReplError::CreationsMissed)
                 }
                 Err(RecvError::Closed) => return Ok(()),
             },
             Some(r) = streams.join_next() => match r {
                 Ok(r) => r,
-                Err(e) => Err(ReplError::Protocol(format!("stream task: {e}"))),
+                Err(source) => Err(ReplError::Task { what: "database stream", source }),
             },
         };
         if let Err(e) = r {
@@ -208,6 +209,29 @@ async fn flush(s: &mut PrimarySession, wr: &mut Writer) -> Result<(), ReplError>
 const CATCH_UP: Duration = Duration::from_secs(30);
 const FINAL_ACK: Duration = Duration::from_secs(2);
 
+/// Why a graceful handoff (or a drain) did not complete. Writes resume after a failed
+/// handoff; the replica is told the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// The target did not catch up with the live writes in time.
+    #[error("{db} still behind")]
+    Behind { db: String },
+    /// With writes stopped, the target did not acknowledge the final position in time.
+    #[error("{db} did not acknowledge the final position")]
+    NoFinalAck { db: String },
+    /// Writes could not be stopped at a position (a database failed to quiesce).
+    #[error("stopping writes: {0}")]
+    Quiesce(#[from] crate::db::DbError),
+    /// The lease actor is not running.
+    #[error("the lease actor is gone")]
+    LeaseGone,
+    /// The lease backend refused to move the lease.
+    #[error("{0}")]
+    Lease(#[from] crate::lease::LeaseError),
+    #[error("{what} task: {source}")]
+    Task { what: &'static str, source: tokio::task::JoinError },
+}
+
 /// Graceful handoff to the replica `target` (`protocol.md` §12): once it is caught up,
 /// writes stop, every database's final position is taken, the target must acknowledge
 /// exactly those, and the lease moves to it atomically. Writes resume if any step fails.
@@ -217,14 +241,14 @@ async fn hand_over(
     target: NodeId,
     to: Holder,
     token: String,
-) -> Result<(), String> {
+) -> Result<(), HandoffError> {
     let node = store.node().clone();
     // Writes on: the target catches up, so the pause below stays short.
     let current: Vec<(Arc<Db>, Txid)> =
         store.list().into_iter().map(|d| (d.clone(), d.pos().txid)).collect();
     wait_acks(&current, CATCH_UP, |d, t| acked(d, target, t))
         .await
-        .map_err(|n| format!("{n} still behind"))?;
+        .map_err(|db| HandoffError::Behind { db })?;
     #[allow(clippy::disallowed_methods)] // the shell owns the clock
     let paused = std::time::Instant::now();
     let r = async {
@@ -232,14 +256,14 @@ async fn hand_over(
         let stopped = paused.elapsed();
         wait_acks(&finals, FINAL_ACK, |d, t| acked(d, target, t))
             .await
-            .map_err(|n| format!("{n} did not acknowledge the final position"))?;
+            .map_err(|db| HandoffError::NoFinalAck { db })?;
         let synced = paused.elapsed();
         let (tx, rx) = tokio::sync::oneshot::channel();
         lease
             .send_message(LeaseMsg::HandOff { token, to: to.clone(), reply: tx })
-            .map_err(|_| "the lease actor is gone".to_owned())?;
-        rx.await.map_err(|_| "the lease actor is gone".to_owned())?.map_err(|e| e.to_string())?;
-        Ok::<_, String>((stopped, synced))
+            .map_err(|_| HandoffError::LeaseGone)?;
+        rx.await.map_err(|_| HandoffError::LeaseGone)??;
+        Ok::<_, HandoffError>((stopped, synced))
     }
     .await;
     match &r {
@@ -262,15 +286,15 @@ fn acked(db: &Db, target: NodeId, txid: Txid) -> bool {
 
 /// Stops writes on this node (checked under each database's commit lock) and returns every
 /// database's final position: no commit is accepted after it until writes resume.
-async fn stop_writes(store: &Arc<Store>) -> Result<Vec<(Arc<Db>, Txid)>, String> {
+async fn stop_writes(store: &Arc<Store>) -> Result<Vec<(Arc<Db>, Txid)>, HandoffError> {
     store.node().pause_writes(true);
     let dbs = store.list();
-    tokio::task::spawn_blocking(move || {
+    let finals = tokio::task::spawn_blocking(move || {
         dbs.into_iter().map(|d| d.quiesce().map(|p| (d, p.txid))).collect::<Result<Vec<_>, _>>()
     })
     .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())
+    .map_err(|source| HandoffError::Task { what: "quiesce", source })??;
+    Ok(finals)
 }
 
 /// Waits until `done(db, txid)` holds for every pair in `dbs`, woken by acknowledgements;
@@ -312,7 +336,7 @@ pub struct Drained {
 /// replica that could take over acknowledged them, so that whichever candidate takes the
 /// released lease has every commit this node accepted. Writes stay stopped. A no-op on a
 /// node that is not the primary.
-pub async fn drain(store: &Arc<Store>, within: Duration) -> Result<Drained, String> {
+pub async fn drain(store: &Arc<Store>, within: Duration) -> Result<Drained, HandoffError> {
     if !store.node().is_primary() {
         return Ok(Drained { caught_up: 0, behind: Vec::new() });
     }
@@ -417,7 +441,7 @@ async fn catch_up(
         let dir = db.ltx_dir().clone();
         let files = tokio::task::spawn_blocking(move || dir.list())
             .await
-            .map_err(|e| ReplError::Protocol(e.to_string()))??;
+            .map_err(|source| ReplError::Task { what: "LTX file read", source })??;
         let ranges: Vec<(Txid, Txid)> = files.iter().map(|(a, b, _)| (*a, *b)).collect();
         let deleted = !db.exists();
         let history = match at {
@@ -429,7 +453,7 @@ async fn catch_up(
                     .collect();
                 let b = tokio::task::spawn_blocking(move || boundaries(&near))
                     .await
-                    .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                    .map_err(|source| ReplError::Task { what: "LTX file read", source })??;
                 on_history(p, &b)
             }
             _ => None,
@@ -444,23 +468,22 @@ async fn catch_up(
                     // at rest (a flipped bit the checksum cache could not see) is set aside and
                     // the replica gets a snapshot instead, rather than refusing the same file
                     // on every reconnect.
-                    let read = tokio::task::spawn_blocking(move || read_verified(&path))
-                        .await
-                        .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                    let read =
+                        tokio::task::spawn_blocking(move || read_verified(&path)).await.map_err(
+                            |source| ReplError::Task { what: "LTX file read", source },
+                        )??;
                     let bytes = match read {
                         Ok(b) => Bytes::from(b),
                         Err(()) => continue 'plan,
                     };
-                    let (_, pos) = file_pos(&bytes)
-                        .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
+                    let (_, pos) = file_pos(&bytes).ok_or(ReplError::ShortFile(bytes.len()))?;
                     send_ltx(wr, db.name(), epoch, bytes, false).await?;
                     at = Some(pos);
                 }
             }
             Plan::Deletion(i) => {
                 let bytes = Bytes::from(std::fs::read(&files[i].2)?);
-                let (_, pos) = file_pos(&bytes)
-                    .ok_or_else(|| ReplError::Protocol("short LTX file on disk".into()))?;
+                let (_, pos) = file_pos(&bytes).ok_or(ReplError::ShortFile(bytes.len()))?;
                 send_ltx(wr, db.name(), epoch, bytes, false).await?;
                 at = Some(pos);
             }
@@ -476,7 +499,7 @@ async fn catch_up(
                 let d = db.clone();
                 let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
                     .await
-                    .map_err(|e| ReplError::Protocol(e.to_string()))??;
+                    .map_err(|source| ReplError::Task { what: "snapshot", source })??;
                 send_ltx(wr, db.name(), epoch, Bytes::from(bytes), resync).await?;
                 at = Some(pos);
             }

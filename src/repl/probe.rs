@@ -146,7 +146,7 @@ pub async fn hello_at(
         wr.send(Frame::Hello(id.hello())).await?;
         let hello: Result<Hello, ReplError> = match next_frame(&mut rd).await {
             Ok(Frame::Hello(h)) => Ok(h),
-            Ok(other) => Err(ReplError::Protocol(format!("expected HELLO, got {}", other.name()))),
+            Ok(other) => Err(ReplError::NotHello(other.name())),
             Err(e) => Err(e),
         };
         Ok::<_, ReplError>((conn, wr, hello))

@@ -81,9 +81,7 @@ async fn run(
         let r: Result<(), ReplError> = tokio::select! {
             () = node.resync_wanted(), if s.is_following() => {
                 // A database was found damaged here and announces no position now.
-                Err(ReplError::Protocol(
-                    "a database needs a snapshot from the primary; reconnecting".into(),
-                ))
+                Err(ReplError::ResyncWanted)
             }
             st = conn.accept_uni(), if s.is_following() => {
                 streams.spawn(db_stream(st?, store.clone(), ack_tx.clone()));
@@ -116,7 +114,7 @@ async fn run(
             Some(r) = streams.join_next() => match r {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(e),
-                Err(e) => Err(ReplError::Protocol(format!("stream task: {e}"))),
+                Err(source) => Err(ReplError::Task { what: "database stream", source }),
             },
         };
         if let Err(e) = r {
@@ -289,7 +287,7 @@ async fn db_stream(
                 let (s, n) = (store.clone(), name.clone());
                 tokio::task::spawn_blocking(move || s.create(&n))
                     .await
-                    .map_err(|e| ReplError::Protocol(e.to_string()))??
+                    .map_err(|source| ReplError::Task { what: "database creation", source })??
             }
         };
         let files = run.len();

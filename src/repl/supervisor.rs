@@ -31,6 +31,15 @@ use crate::lease::actor::{LeaseActor, LeaseArgs, LeaseMsg};
 use crate::store::Store;
 use crate::tls::Credentials;
 
+/// Why promotion (take-over) or demotion failed; the role machine retries.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("{db}: {source}")]
+    Db { db: String, source: crate::db::DbError },
+    #[error("demotion task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 pub struct SupArgs {
     pub store: Arc<Store>,
     pub creds: Credentials,
@@ -88,7 +97,7 @@ pub fn resolve(host: &str, port: u16) -> Result<SocketAddr, ReplError> {
     (host, port)
         .to_socket_addrs()?
         .next()
-        .ok_or_else(|| ReplError::Protocol(format!("{host}:{port} resolves to no address")))
+        .ok_or_else(|| ReplError::Address(format!("{host}:{port} resolves to no address")))
 }
 
 impl SupState {
@@ -119,7 +128,7 @@ impl SupState {
                             read-only, retrying");
                     }
                     let now = self.now();
-                    self.role.handle_taken_over(now, r);
+                    self.role.handle_taken_over(now, r.map_err(|e| e.to_string()));
                 }
                 RoleAction::Demote => {
                     let r = self.demote().await;
@@ -131,7 +140,7 @@ impl SupState {
                             yet; read-only, retrying (a restart also rejoins it as a replica)"),
                     }
                     let now = self.now();
-                    self.role.handle_demoted(now, r);
+                    self.role.handle_demoted(now, r.map_err(|e| e.to_string()));
                 }
                 RoleAction::StartListener(epoch) => {
                     if !self.start_listener(myself, epoch).await {
@@ -271,7 +280,7 @@ impl SupState {
     async fn start_follower(&mut self, myself: &ActorRef<SupMsg>, holder: &Holder) -> bool {
         let url = self.args.primary_override.clone().unwrap_or(holder.advertise_url.clone());
         let target = url_host_port(&url)
-            .ok_or_else(|| ReplError::Protocol(format!("bad primary address {url:?}")))
+            .ok_or_else(|| ReplError::Address(format!("{url:?} is not host:port")))
             .and_then(|(host, port)| {
                 Ok(replica::Target { addr: resolve(&host, port)?, server_name: host })
             });
@@ -298,7 +307,7 @@ impl SupState {
                             .args
                             .creds
                             .client_config()
-                            .map_err(|e| ReplError::Protocol(e.to_string()))?;
+                            .map_err(|e| ReplError::Tls(e.to_string()))?;
                         ep.set_default_client_config(cfg);
                         Ok(ep)
                     });
@@ -340,22 +349,25 @@ impl SupState {
     }
 
     /// Every database taken over from the replica applier, off the actor's thread.
-    async fn take_over(&self) -> Result<(), String> {
+    async fn take_over(&self) -> Result<(), RoleError> {
         for db in self.args.store.list() {
-            db.take_over().await.map_err(|e| format!("{}: {e}", db.name()))?;
+            db.take_over()
+                .await
+                .map_err(|source| RoleError::Db { db: db.name().to_owned(), source })?;
         }
         Ok(())
     }
 
     /// Brings every database from the primary's state to a replica's (`Db::demote`), off
     /// the actor's thread: it waits for readers.
-    async fn demote(&mut self) -> Result<(), String> {
+    async fn demote(&mut self) -> Result<(), RoleError> {
         let dbs = self.args.store.list();
         tokio::task::spawn_blocking(move || {
-            dbs.iter().try_for_each(|d| d.demote().map_err(|e| format!("{}: {e}", d.name())))
+            dbs.iter().try_for_each(|d| {
+                d.demote().map_err(|source| RoleError::Db { db: d.name().to_owned(), source })
+            })
         })
-        .await
-        .map_err(|e| format!("demotion task: {e}"))?
+        .await?
     }
 
     /// Stops the follower and waits until its session ended (no apply in flight after).
