@@ -8,10 +8,12 @@
 //! session machines ([`PrimarySession`], [`ReplicaSession`], [`Run`], [`Feed`]) and the
 //! replication decisions ([`plan`], [`Incoming::check`]) on one database; the code here is
 //! only what the shells do (send, deliver, store), with every decision left to the machines.
-//! Not modelled yet: the static lease, graceful handoffs, slow disks, readers on replicas.
+//! One seed in four runs the static lease instead of Consul (n1 the primary for good).
+//! Not modelled yet: graceful handoffs, readers on replicas.
 //! Faults: crashes and restarts (only durable state survives: the database, its LTX files and
 //! its unconfirmed-own marker), pauses (SIGSTOP: the clock runs on, the node does not),
-//! partitions between nodes and from Consul, one-way drops. Clients write on every node that
+//! partitions between nodes and from Consul, one-way drops, slow disks (nothing written for a
+//! while). Clients write on every node that
 //! believes it is the primary: on odd seeds with `sync-replicas: 2` (every other candidate:
 //! the setting under which no acknowledged commit may be lost, `protocol.md` §11), on even
 //! seeds asynchronously (deposed primaries then leave long unreplicated tails).
@@ -190,6 +192,8 @@ struct Made {
 struct Node {
     up: bool,
     paused_until: u64,
+    /// A slow disk: nothing is written (no commit, no apply) before then.
+    slow_until: u64,
     /// Local clock = global + offset.
     offset: u64,
     // Volatile (lost in a crash).
@@ -224,14 +228,22 @@ struct Node {
 }
 
 impl Node {
-    fn new(offset: u64) -> Node {
+    /// `statically`: under a static lease, whether this node is the candidate (`None`:
+    /// Consul).
+    fn new(offset: u64, statically: Option<bool>) -> Node {
         let timing = Timing { ttl_ms: TTL_MS, margin_ms: 1_000, fence_ms: Some(FENCE_MS) };
+        let lease = match statically {
+            None => LeaseMachine::new(true, Some(timing)),
+            Some(candidate) => LeaseMachine::new(candidate, None),
+        };
         Node {
             up: true,
             paused_until: 0,
+            slow_until: 0,
             offset,
-            lease: LeaseMachine::new(true, Some(timing)),
-            role: RoleMachine::new(Some(FAILOVER_MS)),
+            lease,
+            // No fast failover under a static lease (nothing to depose).
+            role: RoleMachine::new(statically.is_none().then_some(FAILOVER_MS)),
             writable: false,
             listening: false,
             deference: Deference::new(LOCK_DELAY_MS + 1_000),
@@ -295,13 +307,18 @@ pub struct Sim {
     violation: Option<String>,
     /// `lease.sync-replicas` of this run.
     sync: usize,
+    /// The static lease (n1 the primary for good) instead of Consul.
+    static_lease: bool,
     log: Vec<String>,
 }
 
 impl Sim {
     pub fn new(seed: u64, bugs: Bugs) -> Sim {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let nodes = (0..N).map(|_| Node::new(rng.below(100_000))).collect();
+        // One seed in four runs the static lease: n1 is the primary for good.
+        let static_lease = seed % 4 == 3;
+        let nodes =
+            (0..N).map(|i| Node::new(rng.below(100_000), static_lease.then_some(i == 0))).collect();
         let mut sim = Sim {
             rng,
             now: 0,
@@ -318,13 +335,22 @@ impl Sim {
             acked: Vec::new(),
             violation: None,
             sync: if seed % 2 == 1 { SYNC_REPLICAS } else { 0 },
+            static_lease,
             log: Vec::new(),
         };
         for i in 0..N {
-            let acts = sim.nodes[i].lease.start();
-            sim.lease_actions(i, acts);
+            sim.start_lease(i);
         }
         sim
+    }
+
+    fn start_lease(&mut self, i: usize) {
+        let acts = self.nodes[i].lease.start();
+        self.lease_actions(i, acts);
+        // The static lease: replicas are told the primary by their configuration.
+        if self.static_lease && i != 0 {
+            self.watch(i, Some(0));
+        }
     }
 
     fn local(&self, i: usize) -> u64 {
@@ -363,7 +389,7 @@ impl Sim {
             return;
         }
         let i = self.rng.below(N as u64) as usize;
-        match self.rng.below(7) {
+        match self.rng.below(8) {
             0 if self.nodes[i].up => {
                 self.note(format!("crash n{}", i + 1));
                 self.crash(i);
@@ -395,6 +421,11 @@ impl Sim {
                 self.note(format!("drop n{} -> n{}", i + 1, j + 1));
                 self.cut.insert((i, j));
             }
+            6 => {
+                let ms = 300 + self.rng.below(3_000);
+                self.note(format!("slow disk on n{} for {ms}", i + 1));
+                self.nodes[i].slow_until = self.now + ms;
+            }
             _ => self.heal_all(),
         }
     }
@@ -420,7 +451,8 @@ impl Sim {
 
     /// Only durable state survives: the database, its LTX files, the own-transactions mark.
     fn restart(&mut self, i: usize) {
-        let old = std::mem::replace(&mut self.nodes[i], Node::new(0));
+        let statically = self.static_lease.then_some(i == 0);
+        let old = std::mem::replace(&mut self.nodes[i], Node::new(0, statically));
         let n = &mut self.nodes[i];
         n.offset = old.offset;
         n.store = old.store;
@@ -429,8 +461,7 @@ impl Sim {
         n.own_since = old.own_since;
         n.chain = old.chain;
         n.set_aside = old.set_aside;
-        let acts = n.lease.start();
-        self.lease_actions(i, acts);
+        self.start_lease(i);
     }
 
     // ---- network ----
@@ -525,6 +556,10 @@ impl Sim {
 
     fn acquire(&mut self, i: usize) {
         let sent = self.local(i);
+        if self.static_lease {
+            // The static candidate holds the lease from its start, in the first epoch.
+            return self.lease_event(i, LeaseEvent::Granted { epoch: Epoch(1), sent_ms: sent });
+        }
         if self.consul_cut[i] {
             self.lease_event(i, LeaseEvent::Refused);
             return;
@@ -678,7 +713,7 @@ impl Sim {
         if self.nodes[i].lease.next_tick_ms().is_some_and(|t| now >= t) {
             self.lease_event(i, LeaseEvent::Tick);
         }
-        if !self.consul_cut[i] && self.now.is_multiple_of(100) {
+        if !self.static_lease && !self.consul_cut[i] && self.now.is_multiple_of(100) {
             let h = self.consul.holder();
             self.watch(i, h);
         }
@@ -731,6 +766,7 @@ impl Sim {
         }
         if self.nodes[i].waiting.is_none()
             && self.now < WRITES_UNTIL_MS
+            && self.now >= self.nodes[i].slow_until
             && self.nodes[i].writable
             && (self.nodes[i].lease.writable(now) || self.bugs.write_past_fence)
             && self.rng.chance(30)
@@ -932,7 +968,9 @@ impl Sim {
             let (to, c) = (f.primary, f.conn);
             self.send(i, to, Msg::Ping { conn: c });
         }
-        self.apply_inbox(i);
+        if self.now >= self.nodes[i].slow_until {
+            self.apply_inbox(i);
+        }
     }
 
     /// The follower's session ended: the role machine reconnects it.
