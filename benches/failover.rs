@@ -1,5 +1,5 @@
 //! Failover benchmark, one run on this machine (`cargo bench --bench failover`; needs root,
-//! /dev/fuse and Consul 1.8.7, fetched by `scripts/fetch-consul.sh` if missing): three
+//! /dev/fuse and Consul 1.8.7 at target/consul/consul, from `scripts/fetch-consul.sh`): three
 //! `litefleet mount` candidates on a real Consul agent, a writer on every other node
 //! inserting as fast as it can (see `run`), and the primary taken away. Write
 //! unavailability is measured from the event to the end of the first commit that succeeds
@@ -17,22 +17,20 @@
 //!   old primary's own `paused_ms` (writes stopped → lease moved) is reported besides.
 
 #[allow(dead_code)]
-#[path = "../tests/common/cluster.rs"]
+#[path = "../tests/it/common/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
-#[path = "../tests/common/consul.rs"]
+#[path = "../tests/it/common/consul.rs"]
 mod consul;
 #[allow(dead_code)]
-#[path = "../tests/common/writers.rs"]
+#[path = "../tests/it/common/writers.rs"]
 mod writers;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use cluster::Cluster;
 use consul::Consul;
-use writers::{Op, start_writers};
+use writers::{Op, Writers};
 
 const N: usize = 3;
 
@@ -84,7 +82,6 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, 
     let (mut out, mut paused) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         c.wait_all_at(p, "f.db", Duration::from_secs(60));
-        let stop = Arc::new(AtomicBool::new(false));
         // No writer on a node that is killed or stopped: SQLite maps `-shm` through the
         // mount, and a mapping whose FUSE daemon died faults with SIGBUS (this process).
         let victim = match event {
@@ -92,7 +89,7 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, 
             Event::Kill | Event::Term => Some(p),
         };
         let on = (0..N).filter(|&i| Some(i) != victim).map(|i| (i, c.db(i, "f.db")));
-        let ws = start_writers(on, &stop);
+        let ws = Writers::start(on);
         std::thread::sleep(Duration::from_millis(500));
         let before: Vec<usize> = (0..N).map(|i| c.terms(i)).collect();
         let at = Instant::now();
@@ -105,8 +102,7 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, 
         if let Event::Promote = event {
             // Writers reconnect on their own: the longest stretch with no commit anywhere.
             std::thread::sleep(Duration::from_millis(500));
-            stop.store(true, Ordering::Relaxed);
-            let ops: Vec<Op> = ws.into_iter().flat_map(|w| w.join().unwrap()).collect();
+            let ops: Vec<Op> = ws.stop();
             let mut ends: Vec<Instant> =
                 ops.iter().filter(|o| o.ok && o.end >= at).map(|o| o.end).collect();
             ends.push(at);
@@ -127,8 +123,7 @@ fn run(name: &str, extra: &str, event: Event, rounds: usize) -> (Vec<Duration>, 
             std::thread::sleep(Duration::from_millis(5));
         };
         std::thread::sleep(Duration::from_millis(300));
-        stop.store(true, Ordering::Relaxed);
-        let ops: Vec<Op> = ws.into_iter().flat_map(|w| w.join().unwrap()).collect();
+        let ops: Vec<Op> = ws.stop();
         let resumed = ops
             .iter()
             .filter(|o| o.ok && o.node == next && o.start >= at)

@@ -8,16 +8,16 @@
 //! 25 ms each way (`tc netem delay 25ms` on both ends; the kernel here has no netem).
 
 #[allow(dead_code)]
-#[path = "../tests/common/cluster.rs"]
+#[path = "../tests/it/common/cluster.rs"]
 mod cluster;
 #[allow(dead_code)]
-#[path = "../tests/common/relay.rs"]
+#[path = "../tests/it/common/relay.rs"]
 mod relay;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, dev_certs, free_udp_port, static_nets, wait_for};
+use cluster::{Cluster, dev_certs, free_port, static_nets, wait_for};
 use relay::Relay;
 
 /// Commit latencies (ms) of `n` commits, or as many as fit in `max`.
@@ -49,10 +49,10 @@ fn pair(root: &Path, sync: u32, delay: Option<Duration>) -> (Cluster, Option<Rel
     let _ = std::fs::remove_dir_all(root);
     std::fs::create_dir_all(root).unwrap();
     let certs = dev_certs(root, 2);
-    let port = free_udp_port();
+    let port = free_port();
     let (dial, relay) = match delay {
         Some(d) => {
-            let rport = free_udp_port();
+            let rport = free_port();
             let r = Relay::start(
                 format!("127.0.0.1:{rport}").parse().unwrap(),
                 format!("127.0.0.1:{port}").parse().unwrap(),

@@ -270,7 +270,7 @@ async fn db_stream(
             if let Frame::Error { code, message } = f {
                 return Err(ReplError::Remote { code, message });
             }
-            if let Some(more) = asm.handle(f)?
+            if let Some(more) = assemble(&mut asm, f)?
                 && let Offer::Held(h) = run.offer(more)?
             {
                 held = Some(h);
@@ -328,9 +328,20 @@ async fn next_file(
         if let Frame::Error { code, message } = f {
             return Err(ReplError::Remote { code, message });
         }
-        if let Some(got) = asm.handle(f)? {
+        if let Some(got) = assemble(asm, f)? {
             return Ok(Some(got));
         }
     }
     Ok(None)
+}
+
+/// Feeds one transfer frame to `asm`, noting when a snapshot starts to arrive: a snapshot is
+/// the one transfer long enough to be seen in progress.
+fn assemble(asm: &mut LtxAssembler, f: Frame) -> Result<Option<Received>, ReplError> {
+    if let Frame::LtxBegin(b) = &f
+        && b.kind.is_snapshot()
+    {
+        tracing::debug!(db = %b.name, size = b.size, "receiving a snapshot");
+    }
+    Ok(asm.handle(f)?)
 }
