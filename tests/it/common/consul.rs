@@ -15,9 +15,10 @@ pub struct Consul {
     pub dir: PathBuf,
 }
 
-/// The consul binary: `$LITEFLEET_CONSUL`, or `target/consul/consul`. It is not fetched
-/// here: tests start agents two at a time, and two fetches into one directory would race
-/// (`scripts/fetch-consul.sh` is a step of its own, in CI and in README.md).
+/// The consul binary: `$LITEFLEET_CONSUL`, or `target/consul/consul`, fetched there by
+/// `scripts/fetch-consul.sh` the first time a test needs it (so `cargo test` works on a
+/// fresh machine). Tests run two at a time in this one process: the fetch is serialised
+/// ([`super::need::fetch_once`]), so two never write one directory.
 pub fn binary() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("LITEFLEET_CONSUL") {
         let p = PathBuf::from(p);
@@ -27,11 +28,18 @@ pub fn binary() -> Result<PathBuf, String> {
             Err(format!("needs Consul at LITEFLEET_CONSUL={}: no such file", p.display()))
         };
     }
-    let bin = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/consul/consul");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin = root.join("target/consul/consul");
+    super::need::fetch_once(
+        &bin,
+        &root.join("scripts/fetch-consul.sh"),
+        &root.join("target/consul"),
+    );
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err("needs Consul at target/consul/consul: run scripts/fetch-consul.sh target/consul"
+        Err("needs Consul at target/consul/consul: scripts/fetch-consul.sh target/consul \
+             failed (see above; it needs Debian's package mirrors)"
             .into())
     }
 }

@@ -85,16 +85,33 @@ pub fn consul() {
 }
 
 /// SQLite's TCL test suite and its `testfixture`, built from Debian's source package by
-/// `scripts/fetch-sqlite-tests.sh` (it needs root for apt-get, deb-src mirrors and tcl-dev,
-/// and takes minutes: a step of its own, like fetching Consul). Returns the directory.
+/// `scripts/fetch-sqlite-tests.sh` the first time a test needs it (it needs root for
+/// apt-get, deb-src mirrors and tcl-dev, and takes minutes). Returns the directory.
 #[track_caller]
 pub fn sqlite_suite() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/sqlite-tests");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/sqlite-tests");
+    fetch_once(&dir.join("testfixture"), &root.join("scripts/fetch-sqlite-tests.sh"), &dir);
     if !dir.join("testfixture").is_file() || !dir.join("test/tester.tcl").is_file() {
         missing(
-            "needs SQLite's TCL test suite at target/sqlite-tests: run \
-             scripts/fetch-sqlite-tests.sh target/sqlite-tests",
+            "needs SQLite's TCL test suite at target/sqlite-tests: \
+             scripts/fetch-sqlite-tests.sh target/sqlite-tests failed (see above)",
         );
     }
     dir
+}
+
+/// Runs `script dest` unless `want` exists, one fetch at a time in this process (tests run
+/// two at a time; two fetches into one directory would race). Its output goes to the test's.
+pub fn fetch_once(want: &Path, script: &Path, dest: &Path) {
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if want.is_file() {
+        return;
+    }
+    let _one = FETCH.lock().unwrap_or_else(|e| e.into_inner());
+    if want.is_file() {
+        return;
+    }
+    eprintln!("fetching {} (once): {} {}", want.display(), script.display(), dest.display());
+    let _ = std::process::Command::new(script).arg(dest).status();
 }
