@@ -17,8 +17,8 @@ pub struct Consul {
 
 /// The consul binary: `$LITEFLEET_CONSUL`, or `target/consul/consul`, fetched there by
 /// `scripts/fetch-consul.sh` the first time a test needs it (so `cargo test` works on a
-/// fresh machine). Tests run two at a time in this one process: the fetch is serialised
-/// ([`super::need::fetch_once`]), so two never write one directory.
+/// fresh machine). Tests run two at a time in this one process: the fetch is serialised,
+/// so two never write one directory. (This file is also included by the benches.)
 pub fn binary() -> Result<PathBuf, String> {
     if let Ok(p) = std::env::var("LITEFLEET_CONSUL") {
         let p = PathBuf::from(p);
