@@ -5,33 +5,13 @@
 //! at the primary's position, its TXID never going backwards, and no corrupt file applied.
 
 use crate::core::ltx::{
-    DbState, FLAG_COMPRESS_LZ4, Header, LtxReader, LtxWriter, MemStore, PageChecksums, PageStore,
-    compact, page_checksum,
+    DbState, FLAG_COMPRESS_LZ4, LtxReader, MemStore, PageChecksums, PageStore, compact,
+    page_checksum,
 };
 use crate::core::repl::{Incoming, Plan, plan};
-use crate::core::types::{Checksum, NodeId, PageNo, Pos, Txid};
+use crate::core::types::{PageNo, Pos, Txid};
 
-const PS: u32 = 512;
-
-/// xorshift64*: deterministic per seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-
-    fn chance(&mut self, pct: u64) -> bool {
-        self.below(100) < pct
-    }
-}
+use crate::core::sim::{PS, Rng};
 
 struct Primary {
     store: MemStore,
@@ -43,27 +23,7 @@ struct Primary {
 }
 
 fn encode(pre: Pos, min: Txid, post: Pos, commit: u32, pages: &[(PageNo, Vec<u8>)]) -> Vec<u8> {
-    let header = Header {
-        flags: FLAG_COMPRESS_LZ4,
-        page_size: PS,
-        commit,
-        min_txid: min,
-        max_txid: post.txid,
-        timestamp: 0,
-        pre_apply_checksum: if min == Txid(1) { Checksum(0) } else { pre.checksum },
-        wal_offset: 0,
-        wal_size: 0,
-        wal_salt1: 0,
-        wal_salt2: 0,
-        node_id: NodeId(1),
-    };
-    let mut out = Vec::new();
-    let mut w = LtxWriter::new(&mut out, header).unwrap();
-    for (p, d) in pages {
-        w.write_page(*p, d).unwrap();
-    }
-    w.finish(post.checksum).unwrap();
-    out
+    crate::core::sim::encode(FLAG_COMPRESS_LZ4, pre, min, post, commit, pages)
 }
 
 impl Primary {

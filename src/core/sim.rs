@@ -44,7 +44,7 @@ use crate::core::session::{Identity, fence};
 use crate::core::types::{Checksum, ClusterId, Epoch, Millis, NodeId, PageNo, Pos, Txid};
 use crate::core::wire::{Frame, LtxBegin, LtxKind, Received, Role};
 
-const PS: u32 = 512;
+pub(crate) const PS: u32 = 512;
 const N: usize = 3;
 const STEP_MS: u64 = 10;
 /// Faults happen before this; afterwards the cluster must converge.
@@ -73,20 +73,20 @@ pub struct Bugs {
     pub ignore_own_transactions: bool,
 }
 
-/// xorshift64*: deterministic per seed.
-struct Rng(u64);
+/// xorshift64*: deterministic per seed (shared with `repl_sim`).
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
-    fn chance(&mut self, pct: u64) -> bool {
+    pub(crate) fn chance(&mut self, pct: u64) -> bool {
         self.below(100) < pct
     }
 }
@@ -804,7 +804,7 @@ impl Sim {
         if n.own_since.is_none() {
             n.own_since = Some(pre.txid);
         }
-        let file = encode(pre, post.txid, post, count, &pages);
+        let file = encode(0, pre, post.txid, post, count, &pages);
         n.files.push((post.txid, post.txid, file.clone()));
         // Synchronous: the client waits for the acknowledgements (asynchronous: it does not).
         n.waiting = (self.sync > 0).then_some(post);
@@ -885,17 +885,10 @@ impl Sim {
 
     fn send_ltx(&mut self, i: usize, to: usize, c: u64, epoch: Epoch, file: Vec<u8>, resync: bool) {
         let h = header(&file);
-        let kind = if h.is_snapshot() && resync {
-            LtxKind::Resync
-        } else if h.is_snapshot() {
-            LtxKind::Snapshot
-        } else {
-            LtxKind::Incremental
-        };
         let begin = LtxBegin {
             name: "app.db".into(),
             epoch,
-            kind,
+            kind: LtxKind::of(&h, resync),
             min_txid: h.min_txid,
             max_txid: h.max_txid,
             size: file.len() as u64,
@@ -1218,9 +1211,18 @@ fn ends(file: &[u8]) -> Pos {
     Pos { txid: header(file).max_txid, checksum: t.post_apply_checksum }
 }
 
-fn encode(pre: Pos, min: Txid, post: Pos, commit: u32, pages: &[(PageNo, Vec<u8>)]) -> Vec<u8> {
+/// An LTX file of `PS`-byte pages from `pre` to `post` (TXIDs `min..=post.txid`; a snapshot
+/// when `min` is 1). Shared with `repl_sim`.
+pub(crate) fn encode(
+    flags: u32,
+    pre: Pos,
+    min: Txid,
+    post: Pos,
+    commit: u32,
+    pages: &[(PageNo, Vec<u8>)],
+) -> Vec<u8> {
     let h = Header {
-        flags: 0,
+        flags,
         page_size: PS,
         commit,
         min_txid: min,
@@ -1247,7 +1249,7 @@ fn snapshot(n: &Node) -> Vec<u8> {
             (PageNo(p), b)
         })
         .collect();
-    encode(Pos::EMPTY, Txid(1), n.state.pos, count, &pages)
+    encode(0, Pos::EMPTY, Txid(1), n.state.pos, count, &pages)
 }
 
 /// Runs `seeds` seeds; the failing ones with their reasons.

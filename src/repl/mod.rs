@@ -14,7 +14,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::core::ltx::{HEADER_SIZE, Header, TRAILER_SIZE, Trailer};
 use crate::core::session::SessionError;
-use crate::core::types::{Epoch, Pos};
+use std::time::Duration;
+
+use crate::core::types::{Epoch, Millis, Pos};
 use crate::core::wire::{ErrorCode, Frame, LtxBegin, LtxKind, MAX_CHUNK};
 use crate::net::codec::{CodecError, FrameCodec};
 
@@ -137,19 +139,10 @@ pub async fn send_ltx(
     resync: bool,
 ) -> Result<(), ReplError> {
     let (h, _) = file_pos(&ltx).ok_or(ReplError::ShortFile(ltx.len()))?;
-    let kind = if h.commit == 0 {
-        LtxKind::Deletion
-    } else if h.is_snapshot() && resync {
-        LtxKind::Resync
-    } else if h.is_snapshot() {
-        LtxKind::Snapshot
-    } else {
-        LtxKind::Incremental
-    };
     let begin = LtxBegin {
         name: name.to_owned(),
         epoch,
-        kind,
+        kind: LtxKind::of(&h, resync),
         min_txid: h.min_txid,
         max_txid: h.max_txid,
         size: ltx.len() as u64,
@@ -172,3 +165,63 @@ pub async fn send_ltx(
 pub fn now_ms() -> i64 {
     crate::clock::wall_ms()
 }
+
+/// Sends every frame a session machine queued (`next` is its `poll_transmit`), then flushes.
+pub(crate) async fn send_queued(
+    wr: &mut Writer,
+    mut next: impl FnMut() -> Option<Frame>,
+) -> Result<(), ReplError> {
+    let mut any = false;
+    while let Some(f) = next() {
+        wr.feed(f).await?;
+        any = true;
+    }
+    if any {
+        SinkExt::<Frame>::flush(wr).await?;
+    }
+    Ok(())
+}
+
+/// Sleeps until the node's monotonic clock reads `at` (forever for `None`).
+pub(crate) async fn sleep_until(node: &crate::node::NodeCtx, at: Option<Millis>) {
+    match at {
+        Some(at) => {
+            tokio::time::sleep(Duration::from_millis(at.since(Millis(node.now_ms())))).await
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Ends the session on `e`: sends the frames the machine still queued (the ERROR it decided
+/// on), or else ERROR with the code for a failure of this side (a file it could not apply,
+/// a malformed frame); best effort.
+///
+/// Hazard: closing the connection right after writing discards what the peer has not
+/// received yet, so it would see "connection lost" instead of the reason. After an ERROR the
+/// stream is finished and the peer, which closes on ERROR, is given up to a second to do so.
+pub(crate) async fn end_with(
+    conn: &quinn::Connection,
+    mut frames: Vec<Frame>,
+    wr: &mut Writer,
+    e: &ReplError,
+) {
+    if !frames.iter().any(|f| matches!(f, Frame::Error { .. }))
+        && let Some(code) = e.code()
+    {
+        frames.push(Frame::Error { code, message: e.to_string() });
+    }
+    let error = frames.iter().any(|f| matches!(f, Frame::Error { .. }));
+    for f in frames {
+        if wr.feed(f).await.is_err() {
+            return;
+        }
+    }
+    if SinkExt::<Frame>::flush(wr).await.is_err() || !error {
+        return;
+    }
+    let _ = wr.get_mut().finish();
+    let _ = tokio::time::timeout(ERROR_LINGER, conn.closed()).await;
+}
+
+/// How long a side that sent ERROR waits for its peer to close (see [`end_with`]).
+const ERROR_LINGER: Duration = Duration::from_secs(1);

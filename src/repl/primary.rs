@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use ractor::{Actor, ActorCell, ActorRef};
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::codec::FramedWrite;
@@ -27,7 +27,7 @@ use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
 use crate::core::session::primary::{Feed, Live, PrimaryEvent, PrimarySession};
 use crate::core::types::{Epoch, Millis, NodeId, Pos, Txid};
-use crate::core::wire::{Frame, Role};
+use crate::core::wire::Role;
 use crate::db::{Db, LtxDir};
 use crate::lease::actor::LeaseMsg;
 use crate::net::codec::FrameCodec;
@@ -107,7 +107,7 @@ async fn connection(
     // A handoff to this replica in progress.
     let mut handoff: Option<tokio::task::JoinHandle<Result<(), HandoffError>>> = None;
     loop {
-        flush(&mut s, &mut wr).await?;
+        super::send_queued(&mut wr, || s.poll_transmit()).await?;
         let timeout = s.poll_timeout();
         let r: Result<(), ReplError> = tokio::select! {
             r = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
@@ -121,7 +121,7 @@ async fn connection(
                 s.handle_handoff_done(r.map_err(|e| e.to_string()));
                 Ok(())
             }
-            () = super::replica::sleep_until(&node, timeout), if timeout.is_some() => {
+            () = super::sleep_until(&node, timeout), if timeout.is_some() => {
                 s.handle_timeout(now(), now_ms(), node.fenced_for_ms());
                 Ok(())
             }
@@ -150,7 +150,7 @@ async fn connection(
         };
         if let Err(e) = r {
             let queued = std::iter::from_fn(|| s.poll_transmit()).collect();
-            super::replica::end_with(&conn, queued, &mut wr, &e).await;
+            super::end_with(&conn, queued, &mut wr, &e).await;
             return Err(e);
         }
         while let Some(ev) = s.poll_event() {
@@ -189,19 +189,6 @@ async fn connection(
 /// Every database of the primary with its position (for POS_MAP).
 fn db_positions(store: &Store) -> Vec<(String, Pos)> {
     store.list().into_iter().map(|d| (d.name().to_owned(), d.pos())).collect()
-}
-
-/// Sends every frame the session queued.
-async fn flush(s: &mut PrimarySession, wr: &mut Writer) -> Result<(), ReplError> {
-    let mut any = false;
-    while let Some(f) = s.poll_transmit() {
-        wr.feed(f).await?;
-        any = true;
-    }
-    if any {
-        SinkExt::<Frame>::flush(wr).await?;
-    }
-    Ok(())
 }
 
 /// How long a handoff waits for its target to catch up while writes go on, and then, with

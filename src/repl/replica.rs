@@ -6,13 +6,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::codec::FramedRead;
 
-use super::{Identity, ReplError, Writer, framed};
+use super::{Identity, ReplError, framed};
 use crate::core::session::fence;
 use crate::core::session::replica::{Offer, ReplicaEvent, ReplicaSession, Run};
 use crate::core::types::{Millis, Pos};
@@ -76,7 +74,7 @@ async fn run(
     let mut _registered: Option<Unregister> = None;
     let mut streams = tokio::task::JoinSet::new();
     loop {
-        flush(&mut s, &mut wr).await?;
+        super::send_queued(&mut wr, || s.poll_transmit()).await?;
         let timeout = s.poll_timeout();
         let r: Result<(), ReplError> = tokio::select! {
             () = node.resync_wanted(), if s.is_following() => {
@@ -107,7 +105,7 @@ async fn run(
                 s.handle_token(now(), token, node.max_epoch());
                 Ok(())
             }
-            () = sleep_until(&node, timeout), if timeout.is_some() => {
+            () = super::sleep_until(&node, timeout), if timeout.is_some() => {
                 s.handle_timeout(now());
                 Ok(())
             }
@@ -118,7 +116,8 @@ async fn run(
             },
         };
         if let Err(e) = r {
-            end_with(&conn, std::iter::from_fn(|| s.poll_transmit()).collect(), &mut wr, &e).await;
+            super::end_with(&conn, std::iter::from_fn(|| s.poll_transmit()).collect(), &mut wr, &e)
+                .await;
             return Err(e);
         }
         while let Some(ev) = s.poll_event() {
@@ -157,40 +156,6 @@ async fn run(
     }
 }
 
-/// Ends the session on `e`: sends the frames the machine still queued (the ERROR it decided
-/// on), or else ERROR with the code for a failure of this side (a file it could not apply,
-/// a malformed frame); best effort.
-///
-/// Hazard: closing the connection right after writing discards what the peer has not
-/// received yet, so it would see "connection lost" instead of the reason. After an ERROR the
-/// stream is finished and the peer, which closes on ERROR, is given up to a second to do so.
-pub(super) async fn end_with(
-    conn: &quinn::Connection,
-    mut frames: Vec<Frame>,
-    wr: &mut Writer,
-    e: &ReplError,
-) {
-    if !frames.iter().any(|f| matches!(f, Frame::Error { .. }))
-        && let Some(code) = e.code()
-    {
-        frames.push(Frame::Error { code, message: e.to_string() });
-    }
-    let error = frames.iter().any(|f| matches!(f, Frame::Error { .. }));
-    for f in frames {
-        if wr.feed(f).await.is_err() {
-            return;
-        }
-    }
-    if SinkExt::<Frame>::flush(wr).await.is_err() || !error {
-        return;
-    }
-    let _ = wr.get_mut().finish();
-    let _ = tokio::time::timeout(ERROR_LINGER, conn.closed()).await;
-}
-
-/// How long a side that sent ERROR waits for its peer to close (see [`end_with`]).
-const ERROR_LINGER: Duration = Duration::from_secs(1);
-
 /// This node's positions for POS_MAP: every database with a copy, except those that need
 /// a snapshot (damaged here).
 fn positions(store: &Store) -> Vec<DbPos> {
@@ -200,29 +165,6 @@ fn positions(store: &Store) -> Vec<DbPos> {
         .filter(|d| d.pos().txid.0 > 0 && !d.needs_resync())
         .map(|d| DbPos { name: d.name().to_owned(), pos: d.pos() })
         .collect()
-}
-
-/// Sends every frame the session queued.
-async fn flush(s: &mut ReplicaSession, wr: &mut Writer) -> Result<(), ReplError> {
-    let mut any = false;
-    while let Some(f) = s.poll_transmit() {
-        wr.feed(f).await?;
-        any = true;
-    }
-    if any {
-        SinkExt::<Frame>::flush(wr).await?;
-    }
-    Ok(())
-}
-
-/// Sleeps until the node's monotonic clock reads `at` (forever for `None`).
-pub(super) async fn sleep_until(node: &crate::node::NodeCtx, at: Option<Millis>) {
-    match at {
-        Some(at) => {
-            tokio::time::sleep(Duration::from_millis(at.since(Millis(node.now_ms())))).await
-        }
-        None => std::future::pending().await,
-    }
 }
 
 /// Unregisters the session's promotion channel when it ends.

@@ -101,6 +101,21 @@ pub enum LtxKind {
 }
 
 impl LtxKind {
+    /// The kind an LTX file with header `h` is sent as: a deletion (Commit 0), a snapshot
+    /// (MinTXID 1; a resync when `resync`: the replica's history is not the primary's), or
+    /// an incremental file. The receiver checks that it agrees with the header (§5 rule 5).
+    pub fn of(h: &crate::core::ltx::Header, resync: bool) -> LtxKind {
+        if h.is_deletion() {
+            LtxKind::Deletion
+        } else if h.is_snapshot() && resync {
+            LtxKind::Resync
+        } else if h.is_snapshot() {
+            LtxKind::Snapshot
+        } else {
+            LtxKind::Incremental
+        }
+    }
+
     /// Whether the file is a snapshot (MinTXID 1, every page).
     pub fn is_snapshot(self) -> bool {
         matches!(self, LtxKind::Snapshot | LtxKind::Resync)
