@@ -169,6 +169,10 @@ pub struct HttpConfig {
     pub addr: String,
     #[serde(default, deserialize_with = "duration")]
     pub snapshot_timeout: Duration,
+    /// litefleet: requests that change state (import, promote, handoff) from anywhere but
+    /// loopback must carry `Authorization: Bearer <token>`; unset, only loopback may.
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 fn default_http_addr() -> String {
@@ -177,7 +181,7 @@ fn default_http_addr() -> String {
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
-        HttpConfig { addr: default_http_addr(), snapshot_timeout: Duration::ZERO }
+        HttpConfig { addr: default_http_addr(), snapshot_timeout: Duration::ZERO, token: None }
     }
 }
 

@@ -51,6 +51,9 @@ pub struct NodeCtx {
     /// Replica: a database found damaged wants a snapshot; the session reconnects so the
     /// primary plans again from the announced positions (the damaged one is left out).
     resync_wanted: tokio::sync::Notify,
+    /// What the HTTP API shows: events, the lease as last seen, connected replicas. Its
+    /// writers are named in [`crate::observe`].
+    hub: Arc<crate::observe::Hub>,
 }
 
 impl Default for NodeCtx {
@@ -70,6 +73,7 @@ impl Default for NodeCtx {
             promoter: Mutex::new(None),
             promote_error: Mutex::new(None),
             resync_wanted: tokio::sync::Notify::new(),
+            hub: Arc::default(),
         }
     }
 }
@@ -231,5 +235,10 @@ impl NodeCtx {
 
     pub fn note_primary_time(&self, ms: i64) {
         self.primary_time_ms.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    /// The node's event fan-out and observable state (see [`crate::observe`]).
+    pub fn hub(&self) -> &Arc<crate::observe::Hub> {
+        &self.hub
     }
 }

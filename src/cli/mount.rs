@@ -59,6 +59,8 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     // --skip-unmount). Mounting checks fuse.dir again (another node may have mounted since).
     let _data_lock = DataDirLock::acquire(&config.data.dir)?;
     litefleet::mount::prepare_mount_point(&config.fuse.dir, !args.skip_unmount)?;
+    // The HTTP API's TCP port, bound before recovery: a port in use is a startup error.
+    let http_listener = litefleet::http::bind(&config.http.addr)?;
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
@@ -76,6 +78,19 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             .context("opening the data directory")?,
     );
     let _rt_guard = rt.enter();
+    let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+    let api = Arc::new(litefleet::http::Api {
+        store: store.clone(),
+        cfg: litefleet::http::ApiConfig {
+            node_id,
+            hostname: super::replication::hostname(&config),
+            advertise_url: super::replication::own_url(&config),
+            candidate: config.lease.candidate,
+            mount: config.fuse.dir.clone(),
+            token: config.http.token.clone().filter(|t| !t.is_empty()),
+        },
+    });
+    let http = rt.spawn(litefleet::http::serve(http_listener, api, http_stopped));
     let replication = super::replication::start(&config, &store, node_id, &rt)?;
     let opts = MountOpts {
         allow_other: config.fuse.allow_other,
@@ -141,6 +156,10 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
         }
         // Read-only first, then the lease is released and every link closed.
         let _ = rt.block_on(repl.sup.stop_and_wait(Some("shutting down".into()), Some(SHUTDOWN)));
+    }
+    let _ = http_stop.send(true);
+    if let Ok(Err(e)) = rt.block_on(http) {
+        tracing::warn!(error = %e, "the HTTP API failed");
     }
     mounted.unmount()?;
     for db in store.list() {

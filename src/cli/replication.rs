@@ -65,17 +65,15 @@ pub fn start(
         }
         tracing::warn!("no tls.ca/tls.cert/tls.key: replication is off (single node)");
         store.node().set_writable(true);
+        store
+            .node()
+            .hub()
+            .set_lease(litefleet::observe::LeaseState { is_primary: true, ..Default::default() });
         return Ok(None);
     };
     let creds =
         Credentials::load(&TlsFiles { ca: ca.clone(), cert: cert.clone(), key: key.clone() })?;
-    let hostname = config
-        .lease
-        .hostname
-        .clone()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default();
+    let hostname = hostname(config);
     let advertise_url = config.lease.advertise_url.clone().unwrap_or_default();
     let id = Identity {
         cluster_id: store.cluster_id(),
@@ -202,6 +200,28 @@ pub fn start(
     let watch = probe::Watch { endpoint, id: probe_id, target, key, store: store.clone() };
     let task = rt.spawn(probe::watch(watch));
     Ok(Some(Replication { sup, _probe: Some(AbortOnDrop(task)) }))
+}
+
+/// `lease.hostname`, else the machine's.
+pub fn hostname(config: &Config) -> String {
+    config
+        .lease
+        .hostname
+        .clone()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// This node's own API URL: `lease.advertise-url` under Consul (LiteFS's default
+/// `http://<hostname>:<http port>`); under a static lease that key names the primary, so a
+/// replica's own URL is built from its hostname and port.
+pub fn own_url(config: &Config) -> String {
+    let port = url_host_port(&config.http.addr).map_or(20202, |(_, p)| p);
+    match (&config.lease.advertise_url, config.lease.kind.as_str(), config.lease.candidate) {
+        (Some(u), "consul", _) | (Some(u), _, true) => u.clone(),
+        _ => format!("http://{}:{port}", hostname(config)),
+    }
 }
 
 /// How long a refused startup waits for the replication actors.

@@ -14,6 +14,7 @@ pub mod ratelimit;
 pub mod repl;
 #[cfg(test)]
 mod repl_sim;
+pub mod rfc3339;
 pub mod session;
 #[cfg(test)]
 pub mod sim;

@@ -86,6 +86,8 @@ pub struct LtxLog {
     /// position (its pre-apply checksum proves the whole history) or a snapshot replaces
     /// it. See `core::repl::ApplyError::Unconfirmed`.
     pub(super) own_since: Option<Txid>,
+    /// The node's event fan-out (`/events`), and this database's name as events carry it.
+    hub: Option<(Arc<crate::observe::Hub>, Arc<str>)>,
 }
 
 /// File under `dbs/<name>/` holding [`LtxLog::own_since`] (a decimal TXID).
@@ -107,8 +109,22 @@ impl LtxLog {
             events,
             last_ltx_ms: Arc::new(AtomicI64::new(0)),
             own_since: None,
+            hub: None,
         }
         .with_own_since()
+    }
+
+    /// Publishes every transaction from now on to `hub` (`/events`).
+    pub fn set_hub(&mut self, hub: Arc<crate::observe::Hub>) {
+        self.hub = Some((hub, Arc::from(self.name.as_str())));
+    }
+
+    /// Tells the hub about transactions `min..=pos.txid` (nothing is built without a
+    /// subscriber).
+    fn publish(&self, min: Txid, pos: Pos, page_size: u32, commit: u32, ts: i64) {
+        if let Some((hub, name)) = &self.hub {
+            hub.tx(name, min, pos, page_size, commit, ts);
+        }
     }
 
     fn own_path(&self) -> PathBuf {
@@ -283,6 +299,7 @@ impl LtxLog {
         };
         st.txns += 1;
         self.pos_tx.send_replace(post);
+        self.publish(txid, post, c.page_size, c.commit, c.timestamp_ms);
         tracing::trace!(db = %self.name, pos = %post, "staged");
         Ok(())
     }
@@ -378,6 +395,7 @@ impl LtxLog {
         self.deleted = true;
         self.last_ltx_ms.store(timestamp_ms, Ordering::Relaxed);
         self.pos_tx.send_replace(post);
+        self.publish(txid, post, page_size, 0, timestamp_ms);
         Ok(post)
     }
 
@@ -404,6 +422,9 @@ impl LtxLog {
         self.deleted = inc.commit == 0;
         self.last_ltx_ms.store(inc.timestamp_ms, Ordering::Relaxed);
         self.pos_tx.send_replace(self.state.pos);
+        // A snapshot is one event at its position, not one per TXID it covers.
+        let min = if inc.snapshot { self.state.pos.txid } else { inc.min_txid };
+        self.publish(min, self.state.pos, inc.page_size, inc.commit, inc.timestamp_ms);
         tracing::debug!(db = %self.name, %pre, pos = %self.state.pos, "applied");
     }
 

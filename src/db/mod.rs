@@ -222,6 +222,7 @@ impl Db {
             }
         }
         let mut log = LtxLog::new(name, ltx.clone(), opts);
+        log.set_hub(node.hub().clone());
         let db = Db {
             name: name.to_owned(),
             dir,

@@ -459,30 +459,11 @@ impl Fs {
         if node.is_primary() {
             return reply.written(n);
         }
-        node.set_promote_error(None);
         self.store.rt().spawn(async move {
-            // A node that just started, or whose primary just changed, may be between
-            // sessions: give it a moment to follow one.
-            let connect_by = tokio::time::Instant::now() + Duration::from_secs(10);
-            while !node.request_promotion() {
-                if tokio::time::Instant::now() >= connect_by {
-                    node.set_promote_error(Some("not following a primary".into()));
-                    return reply.error(Errno::EIO);
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            let deadline = tokio::time::Instant::now() + PROMOTE_TIMEOUT;
-            loop {
-                if node.writable() {
-                    return reply.written(n);
-                }
-                if node.promote_error().is_some() {
-                    return reply.error(Errno::EIO);
-                }
-                if tokio::time::Instant::now() >= deadline {
-                    return reply.error(Errno::ETIMEDOUT);
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
+            match crate::promote::promote(&node, PROMOTE_TIMEOUT).await {
+                Ok(()) => reply.written(n),
+                Err(crate::promote::PromoteError::Timeout(_)) => reply.error(Errno::ETIMEDOUT),
+                Err(_) => reply.error(Errno::EIO),
             }
         });
     }

@@ -104,6 +104,8 @@ async fn connection(
     // The replica's acknowledgements, withdrawn from every database when the connection
     // ends (however it ends); and whether they count for synchronous replication.
     let mut acks: Option<(Acks, bool)> = None;
+    // Listed in `/info` while the session lives.
+    let mut listed: Option<crate::observe::ReplicaGuard> = None;
     // A handoff to this replica in progress.
     let mut handoff: Option<tokio::task::JoinHandle<Result<(), HandoffError>>> = None;
     loop {
@@ -122,6 +124,9 @@ async fn connection(
                 Ok(())
             }
             () = super::sleep_until(&node, timeout), if timeout.is_some() => {
+                if let Some(l) = &listed {
+                    l.set_rtt_us(conn.rtt().as_micros() as u64);
+                }
                 s.handle_timeout(now(), now_ms(), node.fenced_for_ms());
                 Ok(())
             }
@@ -160,6 +165,14 @@ async fn connection(
                     // Synchronous replication counts this replica's acknowledgements while it
                     // is connected.
                     let counts = node.sync_counts(role == Role::Candidate);
+                    listed = Some(node.hub().replica_connected(crate::observe::ReplicaInfo {
+                        node: peer,
+                        hostname: hostname.clone(),
+                        role,
+                        addr: conn.remote_address(),
+                        since_ms: crate::clock::wall_ms(),
+                        rtt_us: conn.rtt().as_micros() as u64,
+                    }));
                     acks = Some((
                         Acks { store: store.clone(), node: peer, conn: next_conn() },
                         counts,

@@ -183,6 +183,7 @@ impl SupState {
                 }
             }
         }
+        self.publish_lease();
         if let Some(at) = self.role.poll_timeout()
             && self.timer_at.is_none_or(|t| at < t)
         {
@@ -190,6 +191,18 @@ impl SupState {
             let delay = Duration::from_millis(at.since(self.now()));
             myself.send_after(delay, || SupMsg::Timer);
         }
+    }
+
+    /// Shows the role as it now is (`/info`, `/events`): primary once the mount is
+    /// writable, else the holder the lease names.
+    fn publish_lease(&self) {
+        let node = self.args.store.node();
+        let (epoch, primary) = match self.role.view() {
+            LeaseView::Primary { epoch } => (*epoch, None),
+            LeaseView::Replica { holder } => (node.max_epoch(), holder.clone()),
+        };
+        let is_primary = node.is_primary() && primary.is_none();
+        node.hub().set_lease(crate::observe::LeaseState { is_primary, epoch, primary });
     }
 
     async fn start_lease(&mut self, myself: &ActorRef<SupMsg>) -> Result<(), ActorProcessingErr> {

@@ -1,0 +1,81 @@
+//! `GET /events`: LiteFS's newline-delimited JSON event stream. First an `init` event
+//! (`{"type":"init","data":{"isPrimary","hostname"}}`, the hostname being the primary's),
+//! then one `tx` event per transaction committed or applied on this node
+//! (`{"type":"tx","db","data":{"txID","postApplyChecksum","pageSize","commit","timestamp"}}`)
+//! and a `primaryChange` event whenever the primary changes.
+//!
+//! A reader never slows commits: events come from the node's bounded ring
+//! ([`crate::observe::EVENT_CAPACITY`] events, shared by all readers), and a reader that
+//! falls that far behind gets a last `{"type":"error",...}` line saying how many events it
+//! missed, and the stream ends (reconnect and start from `init` again).
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::Api;
+use crate::core::rfc3339;
+use crate::observe::Event;
+
+pub async fn events(State(api): State<Arc<Api>>) -> Response {
+    let hub = api.store.node().hub().clone();
+    // Subscribed before `init` is built: nothing between the two is missed.
+    let rx = hub.subscribe();
+    let (is_primary, hostname) = api.primary_view();
+    let init =
+        line(&json!({"type": "init", "data": {"isPrimary": is_primary, "hostname": hostname}}));
+    let stream = futures_util::stream::unfold(Some((rx, Some(init))), |st| async move {
+        let (mut rx, first) = st?;
+        if let Some(first) = first {
+            return Some((Ok::<_, std::convert::Infallible>(first), Some((rx, None))));
+        }
+        match rx.recv().await {
+            Ok(ev) => Some((Ok(line(&encode(&ev))), Some((rx, None)))),
+            Err(RecvError::Lagged(n)) => {
+                let msg = format!(
+                    "this reader fell {n} events behind and was dropped (the node keeps at \
+                     most {} per reader); reconnect",
+                    crate::observe::EVENT_CAPACITY
+                );
+                Some((Ok(line(&json!({"type": "error", "data": {"error": msg}}))), None))
+            }
+            Err(RecvError::Closed) => None,
+        }
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .header("cache-control", "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| super::text(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))
+}
+
+fn line(v: &serde_json::Value) -> Bytes {
+    let mut b = v.to_string().into_bytes();
+    b.push(b'\n');
+    Bytes::from(b)
+}
+
+/// The JSON of one event, in LiteFS's shape.
+pub fn encode(ev: &Event) -> serde_json::Value {
+    match ev {
+        Event::Tx(t) => json!({
+            "type": "tx",
+            "db": &*t.db,
+            "data": {
+                "txID": format!("{:016x}", t.txid.0),
+                "postApplyChecksum": t.post_apply_checksum.map(|c| format!("{c:016x}")),
+                "pageSize": t.page_size,
+                "commit": t.commit,
+                "timestamp": rfc3339::format_ms(t.timestamp_ms),
+            }
+        }),
+        Event::PrimaryChange { is_primary, hostname } => json!({
+            "type": "primaryChange",
+            "data": {"isPrimary": is_primary, "hostname": hostname}
+        }),
+    }
+}

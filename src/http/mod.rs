@@ -1,0 +1,189 @@
+//! The node's HTTP API on TCP `http.addr` (the same host:port as QUIC's UDP socket):
+//! LiteFS's endpoints with their paths, methods, query parameters, JSON fields and status
+//! codes, and litefleet's additions (`protocol.md` §15 lists them all).
+//!
+//! The server is hyper's HTTP/1.1 connection driver under an axum router, with limits a
+//! public port needs: request heads of at most [`MAX_HEAD`] bytes (431 beyond), a head must
+//! arrive within [`HEAD_TIMEOUT`] (slow clients are cut), at most [`MAX_CONNECTIONS`]
+//! connections at once (more wait in the listen queue), and request bodies are read only by
+//! the endpoints that take one, each with its own limit and idle timeout. Every response
+//! carries `Litefs-Id` and `Litefs-Cluster-Id`, as LiteFS's do.
+//!
+//! Who may call what ([`auth`]): reads are open; requests that change state answer only
+//! loopback callers, or callers with `Authorization: Bearer <http.token>`.
+
+pub mod auth;
+mod events;
+mod health;
+mod info;
+mod promote;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::HeaderValue;
+use axum::response::Response;
+use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::sync::{Semaphore, watch};
+
+use crate::core::types::NodeId;
+use crate::store::Store;
+
+/// Largest request head (request line and headers) accepted.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// How long a client has to send a whole request head.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 1024;
+
+/// Errors starting the server.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error("http.addr {addr:?}: {reason}")]
+    Addr { addr: String, reason: String },
+    #[error("http.addr {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// What the API needs to know of the node beyond its store.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    pub node_id: NodeId,
+    /// `lease.hostname`.
+    pub hostname: String,
+    /// `lease.advertise-url` (this node's own URL under Consul).
+    pub advertise_url: String,
+    /// `lease.candidate`.
+    pub candidate: bool,
+    /// `fuse.dir`.
+    pub mount: std::path::PathBuf,
+    /// `http.token`.
+    pub token: Option<String>,
+}
+
+/// Shared state of every request handler.
+pub struct Api {
+    pub store: Arc<Store>,
+    pub cfg: ApiConfig,
+}
+
+impl Api {
+    /// Whether this node is the primary, and the primary's hostname (this node's own when
+    /// it is; empty while no primary is known), as `/info` and `/events` report them.
+    pub fn primary_view(&self) -> (bool, String) {
+        let node = self.store.node();
+        let lease = node.hub().lease();
+        let is_primary = node.is_primary() && lease.primary.is_none();
+        let host = match (&lease.primary, is_primary) {
+            (Some(h), _) => h.hostname.clone(),
+            (None, true) => self.cfg.hostname.clone(),
+            (None, false) => String::new(),
+        };
+        (is_primary, host)
+    }
+}
+
+/// Binds `http.addr` (`:20202` means every address): called before the node opens its data
+/// directory, so a port in use is a startup error.
+pub fn bind(addr: &str) -> Result<std::net::TcpListener, HttpError> {
+    let bad = |reason: &str| HttpError::Addr { addr: addr.to_owned(), reason: reason.to_owned() };
+    let (host, port) =
+        crate::repl::supervisor::url_host_port(addr).ok_or_else(|| bad("no port"))?;
+    let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
+    let sa = crate::repl::supervisor::resolve(&host, port).map_err(|e| bad(&e.to_string()))?;
+    let l =
+        std::net::TcpListener::bind(sa).map_err(|source| HttpError::Bind { addr: sa, source })?;
+    l.set_nonblocking(true).map_err(|source| HttpError::Bind { addr: sa, source })?;
+    Ok(l)
+}
+
+/// The routes.
+pub fn router(api: Arc<Api>) -> Router {
+    Router::new()
+        .route("/info", get(info::info))
+        .route("/events", get(events::events))
+        .route("/health", get(health::health))
+        .route("/promote", post(promote::promote))
+        .with_state(api)
+}
+
+/// Serves `listener` until `shutdown` turns true; connections in progress end with the
+/// runtime.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    api: Arc<Api>,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::from_std(listener)?;
+    let node_hdr = HeaderValue::from_str(&api.cfg.node_id.to_string()).ok();
+    let cluster_hdr = HeaderValue::from_str(&api.store.cluster_id().to_string()).ok();
+    let app = router(api.clone());
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tracing::info!(addr = %listener.local_addr()?, "serving the HTTP API");
+    loop {
+        // invariant: the semaphore is never closed.
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+            () = stopped(&mut shutdown) => return Ok(()),
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut shutdown) => return Ok(()),
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let (node_hdr, cluster_hdr) = (node_hdr.clone(), cluster_hdr.clone());
+        let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
+            req.extensions_mut().insert(auth::Peer(peer));
+            let app = app.clone();
+            let (node_hdr, cluster_hdr) = (node_hdr.clone(), cluster_hdr.clone());
+            async move {
+                let mut resp: Response =
+                    tower::ServiceExt::oneshot(app, req.map(axum::body::Body::new)).await?;
+                let h = resp.headers_mut();
+                if let Some(v) = node_hdr {
+                    h.insert("litefs-id", v);
+                }
+                if let Some(v) = cluster_hdr {
+                    h.insert("litefs-cluster-id", v);
+                }
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEAD_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "HTTP connection ended");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Completes when `shutdown` turns true (or its sender is gone).
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+}
+
+/// A plain-text response with `status` and a message ending in a newline.
+pub fn text(status: axum::http::StatusCode, msg: impl std::fmt::Display) -> Response {
+    use axum::response::IntoResponse;
+    (status, [("content-type", "text/plain; charset=utf-8")], format!("{msg}\n")).into_response()
+}
