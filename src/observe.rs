@@ -75,6 +75,9 @@ pub struct ReplicaInfo {
 pub struct Hub {
     events: broadcast::Sender<Arc<Event>>,
     lease: watch::Sender<LeaseState>,
+    /// The hostnames primaries gave in their HELLO, by advertise URL: a static lease knows
+    /// its primary only by URL, so its holder's hostname is the URL's host until then.
+    names: Mutex<BTreeMap<String, String>>,
     /// Keyed by a per-session number: one replica can have two sessions for a moment (a
     /// reconnect overlapping the end of the old one).
     replicas: Mutex<BTreeMap<u64, ReplicaInfo>>,
@@ -86,6 +89,7 @@ impl Default for Hub {
         Hub {
             events: broadcast::channel(EVENT_CAPACITY).0,
             lease: watch::Sender::new(LeaseState::default()),
+            names: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
             next_session: std::sync::atomic::AtomicU64::new(1),
         }
@@ -131,7 +135,12 @@ impl Hub {
 
     /// Records what the lease says now; publishes a [`Event::PrimaryChange`] when the
     /// primary changed.
-    pub fn set_lease(&self, next: LeaseState) {
+    pub fn set_lease(&self, mut next: LeaseState) {
+        if let Some(h) = &mut next.primary
+            && let Some(name) = self.names_mut().get(&h.advertise_url)
+        {
+            h.hostname = name.clone();
+        }
         let mut changed = None;
         self.lease.send_if_modified(|cur| {
             let host = |s: &LeaseState| s.primary.as_ref().map(|h| h.hostname.clone());
@@ -148,6 +157,18 @@ impl Hub {
         if let Some(ev) = changed {
             let _ = self.events.send(Arc::new(ev));
         }
+    }
+
+    /// The primary this node follows introduced itself as `hostname` (its HELLO).
+    pub fn name_primary(&self, hostname: &str) {
+        let mut cur = self.lease();
+        let Some(h) = &mut cur.primary else { return };
+        self.names_mut().insert(h.advertise_url.clone(), hostname.to_owned());
+        self.set_lease(cur);
+    }
+
+    fn names_mut(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.names.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The lease as last seen.
@@ -248,6 +269,23 @@ mod tests {
             ]
         );
         assert_eq!(hub.lease().epoch, Epoch(3));
+    }
+
+    #[test]
+    fn a_primary_known_by_url_takes_the_name_it_gives() {
+        let hub = Hub::default();
+        let by_url =
+            Holder { hostname: "10.0.0.1".into(), advertise_url: "http://10.0.0.1:9".into() };
+        let replica = LeaseState { is_primary: false, epoch: Epoch(1), primary: Some(by_url) };
+        hub.set_lease(replica.clone());
+        let mut rx = hub.subscribe();
+        hub.name_primary("n1");
+        assert_eq!(hub.lease().primary.unwrap().hostname, "n1");
+        // The lease actor repeats what it knows: the name stays.
+        hub.set_lease(replica);
+        assert_eq!(hub.lease().primary.unwrap().hostname, "n1");
+        let got: Vec<_> = std::iter::from_fn(|| rx.try_recv().ok()).map(|e| (*e).clone()).collect();
+        assert_eq!(got, vec![Event::PrimaryChange { is_primary: false, hostname: "n1".into() }]);
     }
 
     #[test]

@@ -126,6 +126,7 @@ async fn run(
                     node.note_epoch(epoch);
                     node.heard_primary();
                     node.set_primary(Some(hostname.clone()));
+                    node.hub().name_primary(&hostname);
                     node.set_promoter(Some(promote_tx.clone()));
                     _registered = Some(Unregister(store.clone()));
                     tracing::info!(host = %hostname, "following the primary");

@@ -22,6 +22,7 @@ mod failover;
 mod fencing;
 mod fuzz_seeds;
 mod handoff;
+mod http_api;
 mod lease_consul;
 mod logging;
 mod ltx_vectors;

@@ -16,6 +16,15 @@ pub struct ClusterNode {
     pub child: Option<Child>,
     /// Network namespace the node runs in (`nsenter --net=/run/netns/NAME`).
     pub netns: Option<String>,
+    /// `http.addr` (`host:port`): the HTTP API on TCP, QUIC on UDP.
+    pub http: String,
+}
+
+impl ClusterNode {
+    /// The node's HTTP API at `path` (`/info`, ...).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
 }
 
 /// Where one node listens and whom it follows.
@@ -162,6 +171,7 @@ impl Cluster {
                     cfg,
                     child: None,
                     netns: net.netns,
+                    http: net.listen,
                 }
             })
             .collect::<Vec<_>>();

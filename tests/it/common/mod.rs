@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod consul;
+pub mod http;
 pub mod lan;
 pub mod need;
 pub mod relay;
