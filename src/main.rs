@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let args = cli::Cli::parse();
+    let args = cli::Cli::parse_from(cli::go_flags(std::env::args_os()));
     // Defaults first, so every command logs; `mount` switches it in place to its config's
     // `log:` settings (`litefleet::logging::configure`).
     if let Err(e) = litefleet::logging::install() {

@@ -91,17 +91,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         litefleet::certs::dev(&dir, &names)?;
         dir
     };
+    // QUIC takes the UDP port, the HTTP API the TCP port of the same number.
     let free_port = || -> anyhow::Result<u16> {
-        Ok(std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+        loop {
+            let port = std::net::UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port();
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
     };
     let primary_port = free_port()?;
     let mut mounts = Vec::new();
+    let mut apis = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let node = root.join(name);
         let mnt = node.join("mnt");
         let cfg = node.join("litefs.yml");
         std::fs::create_dir_all(&node)?;
         let port = if i == 0 { primary_port } else { free_port()? };
+        apis.push(format!("http://127.0.0.1:{port}"));
         std::fs::write(
             &cfg,
             format!(
@@ -135,12 +143,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let db = mounts[0].join("demo.db");
     println!("litefleet demo: {nodes} nodes on loopback (static lease, n1 primary), QUIC + mTLS");
     println!("  certificates  {} (INSECURE development set)", certs.display());
-    for (name, mnt) in names.iter().zip(&mounts) {
+    for ((name, mnt), api) in names.iter().zip(&mounts).zip(&apis) {
         println!(
             "  {name}  mount {}   log {}",
             mnt.display(),
             mnt.with_file_name("node.log").display()
         );
+        println!("      api {api}   metrics {api}/metrics   status: litefleet status -url {api}");
     }
     println!(
         "  try           sqlite3 {} 'SELECT count(*), max(at) FROM events'",
@@ -179,6 +188,11 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         std::thread::sleep(args.interval);
     }
     println!();
+    // The cluster as the primary sees it, before it stops.
+    match super::status::fetch_info(&apis[0]) {
+        Ok(info) => print!("\n{}\n", super::status::render(&info)),
+        Err(e) => println!("(no status from {}: {e:#})", apis[0]),
+    }
     drop(insert);
     drop(conn);
     let rows: i64 = {

@@ -5,6 +5,7 @@ mod demo;
 mod ltx;
 mod mount;
 mod replication;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -77,6 +78,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The cluster as one node sees it (from its HTTP API's `/info`): the node's role and
+    /// epoch, each database's position, and on the primary every replica with its lag.
+    Status {
+        /// The node's HTTP API.
+        #[arg(long, default_value = status::DEFAULT_URL)]
+        url: String,
+        /// Print `/info`'s JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Cluster certificates for mutual TLS between nodes.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -126,6 +137,23 @@ pub enum LtxCommand {
     },
 }
 
+/// LiteFS's commands take Go-style flags with one dash (`litefs import -name db -url U`):
+/// those flag names, given with one dash, are rewritten to clap's two (`--name`, `--url=U`).
+/// Only whole known names are rewritten, so short flags and values are left alone.
+pub fn go_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    const GO_FLAGS: [&str; 6] = ["name", "url", "config", "json", "no-expand-env", "skip-unmount"];
+    args.into_iter()
+        .map(|a| {
+            let Some(t) = a.to_str() else { return a };
+            let Some(rest) = t.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
+                return a;
+            };
+            let name = rest.split_once('=').map_or(rest, |(n, _)| n);
+            if GO_FLAGS.contains(&name) { format!("-{t}").into() } else { a }
+        })
+        .collect()
+}
+
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ltx(cmd) => ltx::run(cmd),
@@ -137,6 +165,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             interval: std::time::Duration::from_millis(interval_ms),
         }),
         Command::Promote { config, mount } => promote(config, mount),
+        Command::Status { url, json } => status::run(&url, json),
         Command::Verify { config, data_dir } => verify(config, data_dir),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
@@ -207,5 +236,22 @@ fn promote(config: Option<PathBuf>, mount: Option<PathBuf>) -> anyhow::Result<Ex
             let why = if why.trim().is_empty() { e.to_string() } else { why.trim().to_owned() };
             anyhow::bail!("promotion failed: {why}")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn go_style_flags_become_clap_flags() {
+        let args =
+            ["litefleet", "status", "-url", "http://n1:20202", "-json", "-c", "x", "-name=a"];
+        let got: Vec<String> = super::go_flags(args.map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            ["litefleet", "status", "--url", "http://n1:20202", "--json", "-c", "x", "--name=a"]
+        );
     }
 }

@@ -39,6 +39,8 @@ pub struct Info {
     /// Databases this node refuses to serve, with the reason.
     pub quarantined: BTreeMap<String, String>,
     pub replicas: Vec<ReplicaInfo>,
+    /// The last failure worth an operator's eye (a refused promotion), empty when none.
+    pub last_error: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -158,6 +160,7 @@ pub fn collect(api: &Api) -> Info {
         databases,
         quarantined: api.store.quarantined(),
         replicas,
+        last_error: node.promote_error().map(|e| format!("promotion: {e}")).unwrap_or_default(),
     }
 }
 
