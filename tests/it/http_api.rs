@@ -201,3 +201,62 @@ except urllib.error.HTTPError as e:
     let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
     (status.trim().parse().unwrap_or_else(|_| panic!("{text}")), body.to_owned())
 }
+
+/// Under the Consul lease: `/info` shows the lease's epoch and holder on both candidates,
+/// and `POST /promote` on the replica runs the graceful handoff, which both nodes' `/events`
+/// streams report as a `primaryChange`, with the epoch moving forward in `/info`.
+#[test]
+fn consul_promote_over_http_is_a_primary_change_in_events() {
+    need::fuse();
+    need::sqlite3();
+    need::consul();
+    let root = tmp("http-consul");
+    let consul = crate::common::consul::Consul::start(root.join("consul"));
+    let c = Cluster::start_consul(&root, 2, &consul.url(), "litefleet/http-consul", "");
+    let p = c.wait_new_primary(&[0; 2], None, CONVERGE);
+    let r = 1 - p;
+    c.sql_ok(p, "c.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    c.wait_all_at(p, "c.db", CONVERGE);
+    let (pi, ri) = (|| http::get(&c.nodes[p].url("/info")).json(), || {
+        http::get(&c.nodes[r].url("/info")).json()
+    });
+    wait_for("the replica to know its primary", CONVERGE, || {
+        ri()["primary"]["hostname"] == c.nodes[p].name.as_str()
+    });
+    let before = pi();
+    assert_eq!(before["isPrimary"], true);
+    assert_eq!(before["lease"]["holder"], c.nodes[p].name.as_str());
+    let epoch = before["lease"]["epoch"].as_u64().unwrap();
+    assert!(epoch > 0, "{before}");
+    assert_eq!(ri()["lease"]["epoch"], epoch);
+    let streams: Vec<_> = [p, r].iter().map(|&i| http::stream_lines(&c.nodes[i].url("/events"))).collect();
+    for s in &streams {
+        let init: serde_json::Value = serde_json::from_str(&s.recv_timeout(CONVERGE).unwrap()).unwrap();
+        assert_eq!(init["type"], "init");
+        assert_eq!(init["data"]["hostname"], c.nodes[p].name.as_str());
+    }
+
+    let resp = http::post(&c.nodes[r].url("/promote"), Vec::new());
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    for (s, now_primary) in streams.iter().zip([false, true]) {
+        let change = loop {
+            let line = s.recv_timeout(CONVERGE).expect("a primaryChange event");
+            let ev: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if ev["type"] == "primaryChange" && ev["data"]["isPrimary"] == now_primary {
+                break ev;
+            }
+        };
+        if !now_primary {
+            // The old primary now follows the node that asked (or, for a moment, nobody).
+            let host = change["data"]["hostname"].as_str().unwrap();
+            assert!(host == c.nodes[r].name || host.is_empty(), "{change}");
+        }
+    }
+    wait_for("the new primary's /info", CONVERGE, || {
+        let i = ri();
+        i["isPrimary"] == true && i["lease"]["epoch"].as_u64().unwrap() > epoch
+    });
+    wait_for("the old primary to follow", CONVERGE, || {
+        pi()["primary"]["hostname"] == c.nodes[r].name.as_str()
+    });
+}
