@@ -217,9 +217,10 @@ fn consul_promote_over_http_is_a_primary_change_in_events() {
     let r = 1 - p;
     c.sql_ok(p, "c.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
     c.wait_all_at(p, "c.db", CONVERGE);
-    let (pi, ri) = (|| http::get(&c.nodes[p].url("/info")).json(), || {
-        http::get(&c.nodes[r].url("/info")).json()
-    });
+    let (pi, ri) = (
+        || http::get(&c.nodes[p].url("/info")).json(),
+        || http::get(&c.nodes[r].url("/info")).json(),
+    );
     wait_for("the replica to know its primary", CONVERGE, || {
         ri()["primary"]["hostname"] == c.nodes[p].name.as_str()
     });
@@ -229,9 +230,11 @@ fn consul_promote_over_http_is_a_primary_change_in_events() {
     let epoch = before["lease"]["epoch"].as_u64().unwrap();
     assert!(epoch > 0, "{before}");
     assert_eq!(ri()["lease"]["epoch"], epoch);
-    let streams: Vec<_> = [p, r].iter().map(|&i| http::stream_lines(&c.nodes[i].url("/events"))).collect();
+    let streams: Vec<_> =
+        [p, r].iter().map(|&i| http::stream_lines(&c.nodes[i].url("/events"))).collect();
     for s in &streams {
-        let init: serde_json::Value = serde_json::from_str(&s.recv_timeout(CONVERGE).unwrap()).unwrap();
+        let init: serde_json::Value =
+            serde_json::from_str(&s.recv_timeout(CONVERGE).unwrap()).unwrap();
         assert_eq!(init["type"], "init");
         assert_eq!(init["data"]["hostname"], c.nodes[p].name.as_str());
     }
@@ -259,4 +262,86 @@ fn consul_promote_over_http_is_a_primary_change_in_events() {
     wait_for("the old primary to follow", CONVERGE, || {
         pi()["primary"]["hostname"] == c.nodes[r].name.as_str()
     });
+}
+
+/// Malformed and hostile HTTP gets HTTP's answers and the node goes on serving: garbage is
+/// 400, a head over 64 KiB is 431, a client that never finishes its head is cut off.
+#[test]
+fn malformed_oversized_and_slow_requests_are_refused() {
+    use std::io::{Read, Write};
+    need::fuse();
+    need::sqlite3();
+    let root = tmp("http-bad");
+    let c = Cluster::start(&root, 1);
+    let addr = c.nodes[0].http.clone();
+    let exchange = |bytes: &[u8]| -> String {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(CONVERGE)).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let r = exchange(b"NOT HTTP AT ALL\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    let big = format!("GET /info HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let r = exchange(big.as_bytes());
+    assert!(r.starts_with("HTTP/1.1 431"), "{r:.200}");
+    // A head that never ends: the server closes the connection (10 s head timeout).
+    #[allow(clippy::disallowed_methods)]
+    let t = std::time::Instant::now();
+    let r = exchange(b"GET /info HTTP/1.1\r\nHost: x\r\n");
+    assert!(!r.contains("200 OK"), "{r}");
+    assert!(t.elapsed() < CONVERGE, "cut off after {:?}", t.elapsed());
+    let ok = http::get(&c.nodes[0].url("/info"));
+    assert_eq!(ok.status, 200);
+}
+
+/// A reader of `/events` that stops reading never holds commits back, and is dropped with a
+/// last line that says so once it has fallen a ring's length behind.
+#[test]
+fn a_stalled_events_reader_is_dropped_and_commits_go_on() {
+    use std::io::{BufRead, Write};
+    need::fuse();
+    need::sqlite3();
+    let root = tmp("http-slow");
+    let c = Cluster::start(&root, 1);
+    c.sql_ok(0, "s.db", "PRAGMA journal_mode=WAL; CREATE TABLE t(x);");
+    let mut s = std::net::TcpStream::connect(&c.nodes[0].http).unwrap();
+    // A small receive buffer, so the kernel holds few of the unread events.
+    let small: libc::c_int = 4096;
+    // SAFETY: setsockopt on an open socket with a c_int option value.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        let p = &small as *const libc::c_int as *const libc::c_void;
+        let len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUF, p, len);
+    }
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    // Far more events than the ring and the sockets' buffers hold, while nobody reads.
+    let n = 20_000u64;
+    let start = c.pos(0, "s.db").unwrap().txid.0;
+    let mut cmd = String::from("PRAGMA synchronous=NORMAL;\n");
+    for i in 0..n {
+        cmd.push_str(&format!("INSERT INTO t VALUES ({i});\n"));
+    }
+    let mut sqlite = std::process::Command::new("sqlite3")
+        .arg(c.db(0, "s.db"))
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    sqlite.stdin.take().unwrap().write_all(cmd.as_bytes()).unwrap();
+    assert!(sqlite.wait().unwrap().success());
+    assert_eq!(c.pos(0, "s.db").unwrap().txid.0, start + n);
+    // Now read: events up to some TXID, then the error line, then the end of the stream.
+    s.set_read_timeout(Some(CONVERGE)).unwrap();
+    let lines: Vec<String> = std::io::BufReader::new(s)
+        .lines()
+        .map_while(Result::ok)
+        .filter(|l| l.starts_with('{'))
+        .collect();
+    let last: serde_json::Value = serde_json::from_str(lines.last().expect("some lines")).unwrap();
+    assert_eq!(last["type"], "error", "{last}");
+    assert!(last["data"]["error"].as_str().unwrap().contains("reconnect"), "{last}");
+    assert!((lines.len() as u64) < n, "{} lines: the reader was not dropped", lines.len());
 }
