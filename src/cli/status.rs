@@ -71,8 +71,7 @@ pub fn render(info: &Value) -> String {
     );
     let empty = serde_json::Map::new();
     let dbs = info["databases"].as_object().unwrap_or(&empty);
-    let _ =
-        writeln!(out, "\n{:<24} {:>16} {:>16}  {}", "DATABASE", "TXID", "CHECKSUM", "LAST COMMIT");
+    let _ = writeln!(out, "\n{:<24} {:>16} {:>16}  LAST COMMIT", "DATABASE", "TXID", "CHECKSUM");
     if dbs.is_empty() {
         let _ = writeln!(out, "(none)");
     }

@@ -7,7 +7,10 @@
 //! A reader never slows commits: events come from the node's bounded ring
 //! ([`crate::observe::EVENT_CAPACITY`] events, shared by all readers), and a reader that
 //! falls that far behind gets a last `{"type":"error",...}` line saying how many events it
-//! missed, and the stream ends (reconnect and start from `init` again).
+//! missed, and the stream ends (reconnect and start from `init` again). What a stalled
+//! reader holds is bounded: its place in the ring, hyper's write buffer
+//! ([`super::MAX_BUF`]) and the connection's kernel send buffer, capped here at
+//! [`SEND_BUFFER`].
 
 use std::sync::Arc;
 
@@ -21,7 +24,17 @@ use super::Api;
 use crate::core::rfc3339;
 use crate::observe::Event;
 
-pub async fn events(State(api): State<Arc<Api>>) -> Response {
+/// The kernel's share of a stalled reader's backlog (hyper holds at most
+/// [`super::MAX_BUF`] more).
+const SEND_BUFFER: usize = 64 * 1024;
+
+pub async fn events(
+    State(api): State<Arc<Api>>,
+    fd: Option<axum::Extension<super::ConnFd>>,
+) -> Response {
+    if let Some(axum::Extension(fd)) = fd {
+        fd.cap_send_buffer(SEND_BUFFER);
+    }
     let hub = api.store.node().hub().clone();
     // Subscribed before `init` is built: nothing between the two is missed.
     let rx = hub.subscribe();

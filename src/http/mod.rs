@@ -37,6 +37,8 @@ use crate::store::Store;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// How long a client has to send a whole request head.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+/// What hyper buffers per connection, each way (a response body waits beyond that).
+pub const MAX_BUF: usize = 128 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
 
@@ -143,10 +145,12 @@ pub async fn serve(
             () = stopped(&mut shutdown) => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
+        let fd = ConnFd(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let app = app.clone();
         let (node_hdr, cluster_hdr) = (node_hdr.clone(), cluster_hdr.clone());
         let svc = hyper::service::service_fn(move |mut req: Request<hyper::body::Incoming>| {
             req.extensions_mut().insert(auth::Peer(peer));
+            req.extensions_mut().insert(fd);
             let app = app.clone();
             let (node_hdr, cluster_hdr) = (node_hdr.clone(), cluster_hdr.clone());
             async move {
@@ -167,6 +171,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEAD_TIMEOUT)
                 .max_header_size(MAX_HEAD)
+                .max_buf_size(MAX_BUF)
                 .serve_connection(TokioIo::new(stream), svc)
                 .with_upgrades();
             if let Err(e) = conn.await {
@@ -174,6 +179,32 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+}
+
+/// The socket of the connection a request came on, for socket options a handler sets on
+/// its own response's connection. Valid while the request is handled: the connection (and
+/// so the descriptor) outlives its requests.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnFd(pub std::os::fd::RawFd);
+
+impl ConnFd {
+    /// Caps the kernel's send buffer of this connection at about `bytes` (Linux doubles it
+    /// for bookkeeping), turning off its autotuning: a response that is streamed to a
+    /// reader that may stall (`/events`) then holds little memory in the kernel.
+    pub fn cap_send_buffer(self, bytes: usize) {
+        let v = bytes as libc::c_int;
+        // SAFETY: setsockopt on a descriptor that is open for the request's lifetime (see
+        // the type's doc), with a c_int option value of the right length.
+        unsafe {
+            libc::setsockopt(
+                self.0,
+                libc::SOL_SOCKET,
+                libc::SO_SNDBUF,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
     }
 }
 
