@@ -16,6 +16,7 @@
 //! session: the shell first sends whatever `poll_transmit` still holds (the ERROR frame the
 //! machine queued, if any), then closes the connection.
 
+pub mod handoff;
 pub mod handshake;
 pub mod primary;
 pub mod replica;
