@@ -325,7 +325,10 @@ mod tests {
         assert!(actions(&mut h).is_empty(), "not due yet");
         h.handle_timeout(Millis(CATCH_UP_MS));
         // Writes were never stopped: nothing to resume.
-        assert_eq!(actions(&mut h), vec![A::Done(Err(HandoffFailure::Behind { db: "a.db".into() }))]);
+        assert_eq!(
+            actions(&mut h),
+            vec![A::Done(Err(HandoffFailure::Behind { db: "a.db".into() }))]
+        );
         assert_eq!(h.poll_timeout(), None);
     }
 
