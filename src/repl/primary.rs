@@ -213,6 +213,11 @@ pub enum HandoffError {
     Lease(#[from] crate::lease::LeaseError),
     #[error("{what} task: {source}")]
     Task { what: &'static str, source: tokio::task::JoinError },
+    /// Another replica's handoff runs on this node (one at a time: they share the pause of
+    /// writes, and one resuming writes after its failure would let commits in under the
+    /// other's final positions).
+    #[error("a handoff to another node is in progress")]
+    InProgress,
 }
 
 impl From<HandoffFailure<HandoffError>> for HandoffError {
@@ -237,6 +242,11 @@ async fn hand_over(
     token: String,
 ) -> Result<(), HandoffError> {
     let node = store.node().clone();
+    if !node.claim_handoff() {
+        return Err(HandoffError::InProgress);
+    }
+    // Released however this future ends (dropped included).
+    let _slot = HandoffSlot(node.clone());
     let now = || Millis(node.now_ms());
     let current = store.list().into_iter().map(|d| (d.name().to_owned(), d.pos().txid));
     let mut h = Handoff::<HandoffError>::new(now(), current);
@@ -253,9 +263,9 @@ async fn hand_over(
             acted = true;
             match action {
                 HandoffAction::StopWrites => {
-                    let finals = stop_writes(&store).await.map(|finals| {
-                        finals.into_iter().map(|(d, t)| (d.name().to_owned(), t))
-                    });
+                    let finals = stop_writes(&store)
+                        .await
+                        .map(|finals| finals.into_iter().map(|(d, t)| (d.name().to_owned(), t)));
                     h.handle_quiesced(now(), finals);
                 }
                 HandoffAction::HandOffLease => {
@@ -293,6 +303,15 @@ async fn hand_over(
             _ = any => {}
             () = deadline => h.handle_timeout(now()),
         }
+    }
+}
+
+/// The node's one handoff slot, claimed by [`hand_over`].
+struct HandoffSlot(Arc<crate::node::NodeCtx>);
+
+impl Drop for HandoffSlot {
+    fn drop(&mut self) {
+        self.0.release_handoff();
     }
 }
 
