@@ -5,6 +5,8 @@
 //! - [`handshake`]: HELLO checks (version, cluster, epoch fencing).
 //! - [`replica::ReplicaSession`]: the replica's control stream: HELLO, POS_MAP, heartbeats,
 //!   ACKs, handoff requests; [`replica::Run`] batches the files of one database stream.
+//! - [`handoff::Handoff`]: the graceful handoff's steps on the primary (catch up, stop
+//!   writes, final ACK, lease transaction) and when writes resume.
 //! - [`primary::PrimarySession`]: the primary's control stream for one replica: HELLO,
 //!   POS_MAP and the streams it starts, ACKs, heartbeats (silent once fenced), handoff
 //!   requests; [`primary::Feed`] decides, per database stream, whether a live transaction
