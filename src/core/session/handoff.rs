@@ -203,7 +203,7 @@ impl<E> Handoff<E> {
     }
 
     pub fn handle_timeout(&mut self, now: Millis) {
-        if !self.deadline.is_some_and(|d| now >= d) {
+        if self.deadline.is_none_or(|d| now < d) {
             return;
         }
         // Still waiting (an `advance` would have moved on otherwise): `awaited` is not empty.
