@@ -17,39 +17,88 @@ pub trait KernelCache: Send + Sync {
 }
 
 /// See the module docs.
+///
+/// Each field names who stores to it. A field with several writers says why and what orders
+/// them; stores are by the setters below, from the modules named.
 pub struct NodeCtx {
+    /// This node holds the primary role. Writers: startup (`cli::mount`, `cli::replication`,
+    /// before any actor runs); the replication supervisor (`repl::supervisor`, the role
+    /// machine's `Writable`, and `false` when it stops); the lease actor, through the
+    /// supervisor's `on_change` callback (`false` the instant the lease view stops being
+    /// primary, not when the supervisor gets to the message); the split-brain probe
+    /// (`repl::probe`, `false` on a conflict). Only startup and the supervisor store `true`;
+    /// every other writer stores `false`, the safe direction.
+    ///
+    /// Ordering hazard: the supervisor may store `true` after the lease actor stored `false`
+    /// (a take-over finishing while a newer lease view is queued). That is harmless because
+    /// [`NodeCtx::writable`] also needs the write fence, which the lease actor sets to 0 for
+    /// any view that is not primary before it publishes the view.
     writable: AtomicBool,
     /// Writes are refused from this [`crate::clock::mono`] reading on (the lease's write fence;
     /// `u64::MAX`: no fence). Checked on every write, so a process that was paused past its
-    /// fence refuses writes before any timer of the lease actor runs.
+    /// fence refuses writes before any timer of the lease actor runs. Writer: the lease actor
+    /// alone (its `on_fence` callback, after every event).
     write_until_ms: AtomicU64,
     /// When something was last heard from the primary ([`crate::clock::mono`]; replica).
+    /// Writers: the replica's session (`repl::replica`: frames, applied files, a local
+    /// failure) and the supervisor (`HeardPrimary`, when a new primary is learned, so its
+    /// silence is counted from then). Both store "now"; a store of a slightly older reading
+    /// after a newer one moves it back by less than a step of either, which the 1 s
+    /// suspicion timeout does not notice.
     primary_heard_ms: AtomicU64,
     /// The highest lease epoch this node has seen (its own grants, primaries' HELLO,
     /// LTX_BEGIN and HEARTBEAT): frames from an older epoch are refused (`protocol.md` §2
-    /// rule 4).
+    /// rule 4). Writers: the supervisor (`NoteEpoch`: its own grants) and the replica's
+    /// session (`repl::replica`); both by `fetch_max`, so the order of their stores does not
+    /// matter.
     max_epoch: AtomicU64,
+    /// Writer: the mount (`mount`), once.
     kernel: OnceLock<Arc<dyn KernelCache>>,
+    /// The primary's hostname while a replica follows it. Writers: the replica's session
+    /// (`repl::replica`, on HELLO) and the supervisor (`None` once the follower stopped or
+    /// ended: it waits for the session's end first, so no store of the session follows).
     primary: Mutex<Option<String>>,
-    /// Timestamp (ms) of the newest primary clock reading, 0 before the first.
+    /// Timestamp (ms) of the newest primary clock reading, 0 before the first. Writer: the
+    /// replica's session (`repl::replica`, by `fetch_max`).
     primary_time_ms: AtomicI64,
     /// `lease.sync-replicas`: commits wait for this many replicas (0: asynchronous).
+    /// Writer: startup (`cli::mount`).
     sync_replicas: AtomicU32,
     /// Whether replicas that are not candidates count towards `sync_replicas` (a static
-    /// lease: no automatic failover, so any replica's copy protects a commit).
+    /// lease: no automatic failover, so any replica's copy protects a commit). Writer:
+    /// startup (`cli::mount`).
     sync_any_replica: AtomicBool,
-    /// A handoff paused writes (the role is kept until the lease moves).
+    /// A handoff paused writes (the role is kept until the lease moves). Writers: the
+    /// handoff and drain (`repl::primary`: `true` when they stop writes, `false` when a
+    /// handoff that stopped them fails) and the supervisor (`ResumeWrites`, at a new term
+    /// or once demoted, for a pause a handoff left: writes are refused by role and fence
+    /// by then). At most one handoff runs at a time (`handing_over`), so no handoff resumes
+    /// writes another one stopped.
+    ///
+    /// Hazard: a handoff that fails while a drain (shutdown) runs resumes writes the drain
+    /// stopped; the drain does not claim `handing_over`.
     paused: AtomicBool,
+    /// A graceful handoff runs on this node. Writer: `repl::primary`'s handoff (claimed when
+    /// it starts, released when it ends).
+    handing_over: AtomicBool,
     /// Replica: the last session with the primary ended because of a local failure
     /// (applying, storing), not the network. Cleared when the next session is attempted.
+    /// Writer: the replica's session (`repl::replica`).
     local_fault: AtomicBool,
     /// `litefleet promote` / `lease.promote`: asks the replication session with the
-    /// primary to request a handoff (registered while a session runs).
+    /// primary to request a handoff (registered while a session runs). Writer: the replica's
+    /// session (`repl::replica`: set on HELLO, cleared when it ends).
     promoter: Mutex<Option<tokio::sync::mpsc::UnboundedSender<()>>>,
-    /// Why the last promotion request failed (read back through `.promote`).
+    /// Why the last promotion request failed (read back through `.promote`). Writers: the
+    /// `.promote` file (`fuse`: cleared before a request, "not following a primary" when no
+    /// session takes it) and the replica's session (`repl::replica`: the primary's refusal,
+    /// which comes after the request that cleared it; a late refusal of an earlier request
+    /// can only show an older reason).
     promote_error: Mutex<Option<String>>,
     /// Replica: a database found damaged wants a snapshot; the session reconnects so the
     /// primary plans again from the announced positions (the damaged one is left out).
+    /// A signal, not state: notified by the database (`db::image`) and the replica's
+    /// session (`repl::replica`, a local apply failure), awaited by the session.
     resync_wanted: tokio::sync::Notify,
     /// What the HTTP API shows: events, the lease as last seen, connected replicas. Its
     /// writers are named in [`crate::observe`].
@@ -69,6 +118,7 @@ impl Default for NodeCtx {
             sync_replicas: AtomicU32::new(0),
             sync_any_replica: AtomicBool::new(false),
             paused: AtomicBool::new(false),
+            handing_over: AtomicBool::new(false),
             local_fault: AtomicBool::new(false),
             promoter: Mutex::new(None),
             promote_error: Mutex::new(None),
@@ -99,6 +149,17 @@ impl NodeCtx {
     /// Handoff: stops (or resumes) application writes while the role is kept.
     pub fn pause_writes(&self, on: bool) {
         self.paused.store(on, Ordering::Release);
+    }
+
+    /// Claims the node's one handoff slot: false if a handoff already runs. Release it with
+    /// [`NodeCtx::release_handoff`].
+    pub fn claim_handoff(&self) -> bool {
+        !self.handing_over.swap(true, Ordering::AcqRel)
+    }
+
+    /// The handoff that claimed the slot ended.
+    pub fn release_handoff(&self) {
+        self.handing_over.store(false, Ordering::Release);
     }
 
     /// The channel of the running replication session that requests handoffs.
@@ -240,5 +301,19 @@ impl NodeCtx {
     /// The node's event fan-out and observable state (see [`crate::observe`]).
     pub fn hub(&self) -> &Arc<crate::observe::Hub> {
         &self.hub
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_handoff_at_a_time() {
+        let node = NodeCtx::default();
+        assert!(node.claim_handoff());
+        assert!(!node.claim_handoff(), "a second handoff is refused while the first runs");
+        node.release_handoff();
+        assert!(node.claim_handoff(), "free again once the first ended");
     }
 }

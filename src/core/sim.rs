@@ -1,27 +1,43 @@
 //! A deterministic simulation of a whole cluster, run on the real sans-IO machines.
 //!
 //! Three candidate nodes share a Consul model (sessions with TTL and lock-delay, one lease
-//! key acquired by CAS, key watches, the candidates' published positions) and a network that
-//! delays, drops and cuts links one way. Each node runs the lease machine
-//! ([`LeaseMachine`]), the node's role machine ([`RoleMachine`]: promotion, demotion,
-//! following with backoff, fast failover's suspicion), the election's [`Deference`], the
-//! session machines ([`PrimarySession`], [`ReplicaSession`], [`Run`], [`Feed`]) and the
+//! key acquired by CAS or moved by a handoff's one transaction, blocking queries on the key,
+//! the candidates' published positions) and a network that delays, drops and cuts links one
+//! way. Each node runs the lease machine ([`LeaseMachine`]), the node's role machine
+//! ([`RoleMachine`]: promotion, demotion, following with backoff, fast failover's
+//! suspicion), the election's [`Deference`], the session machines ([`PrimarySession`],
+//! [`ReplicaSession`], [`Run`], [`Feed`]), the graceful handoff's steps ([`Handoff`]) and the
 //! replication decisions ([`plan`], [`Incoming::check`]) on one database; the code here is
 //! only what the shells do (send, deliver, store), with every decision left to the machines.
 //! One seed in four runs the static lease instead of Consul (n1 the primary for good).
-//! Not modelled yet: graceful handoffs, readers on replicas.
+//!
+//! A key watch is a blocking query: it returns once the key's index passes the index it was
+//! given (a node paused or cut from Consul hears of it when it runs and reaches Consul
+//! again), or after [`WATCH_WAIT_MS`]. Under Consul a following candidate asks for the lease
+//! at random times (`litefleet promote`: its token is its own Consul session, the request
+//! the real HANDOFF frames); the primary runs [`Handoff`] and the key moves in one
+//! transaction, refused unless the primary's session holds it and the target's is alive.
+//! A reader on each replica reads the database at random times.
+//!
 //! Faults: crashes and restarts (only durable state survives: the database, its LTX files and
 //! its unconfirmed-own marker), pauses (SIGSTOP: the clock runs on, the node does not),
 //! partitions between nodes and from Consul, one-way drops, slow disks (nothing written for a
 //! while). Clients write on every node that
-//! believes it is the primary: on odd seeds with `sync-replicas: 2` (every other candidate:
-//! the setting under which no acknowledged commit may be lost, `protocol.md` §11), on even
-//! seeds asynchronously (deposed primaries then leave long unreplicated tails).
+//! believes it is the primary and whose writes no handoff stopped: on odd seeds with
+//! `sync-replicas: 2` (every other candidate: the setting under which no acknowledged commit
+//! may be lost, `protocol.md` §11), on even seeds asynchronously (deposed primaries then
+//! leave long unreplicated tails).
 //!
 //! Invariants, checked after every step and at the end:
 //! - commits are ordered by epoch in time: no node commits under an epoch after another
-//!   committed under a newer one (two primaries never write in overlapping fence windows);
+//!   committed under a newer one, nor after Consul granted a newer one (two primaries never
+//!   write in overlapping fence windows, and a handoff's old primary stopped writing before
+//!   the key moved);
+//! - when the key moves by a handoff, the target holds every commit the old primary made;
 //! - a node's TXID never goes back, except when it sets its history aside to resync;
+//! - a reader reads whole transactions (the bytes are the database at the position it
+//!   reads, a state some primary committed), its position never goes back on one node except
+//!   across a set-aside, and what it read is in the final history or set aside by some node;
 //! - every commit acknowledged under `sync-replicas: 2` is in the final history;
 //! - every other commit is in the final history or set aside by some node, never dropped;
 //! - after the faults stop, every node reaches the same position and the same bytes.
@@ -35,8 +51,11 @@ use crate::core::lease::{
     Deference, Holder, LeaseAction, LeaseEvent, LeaseMachine, LeaseView, Positions, Timing,
     preferred,
 };
-use crate::core::ltx::{DbState, Header, LtxWriter, MemStore, PageStore, page_checksum};
+use crate::core::ltx::{
+    DbState, Header, LtxWriter, MemStore, PageChecksums, PageStore, page_checksum,
+};
 use crate::core::repl::{Incoming, Plan, on_history, plan};
+use crate::core::session::handoff::{Handoff, HandoffAction};
 use crate::core::session::primary::{Feed, Live, PrimaryEvent, PrimarySession};
 use crate::core::session::replica::{Offer, ReplicaEvent, ReplicaSession, Run};
 use crate::core::session::role::{RoleAction, RoleMachine};
@@ -61,6 +80,13 @@ const KEEPALIVE_MS: u64 = 1_000;
 const IDLE_MS: u64 = 5_000;
 /// `lease.sync-replicas` on odd seeds (0 on even ones).
 const SYNC_REPLICAS: usize = N - 1;
+/// A blocking query on the lease key returns after this long without a change (Consul's is
+/// 30 s in the backend; shorter here so the runs see both ways a watch returns).
+const WATCH_WAIT_MS: u64 = 5_000;
+/// A following candidate asks for the lease (`litefleet promote`) on one step in this many.
+const PROMOTE_ODDS: u64 = 2_000;
+/// A reader on a replica reads on one step in this many.
+const READ_ODDS: u64 = 20;
 
 /// Bugs fixed on main, re-injected to show the simulator finds them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,6 +97,9 @@ pub struct Bugs {
     /// A replica applies files over its own unconfirmed transactions (before `own_since`,
     /// 2b of the "nothing lost" issue).
     pub ignore_own_transactions: bool,
+    /// A handoff moves the lease as soon as writes stopped, without waiting for the target's
+    /// ACK of the final positions (`protocol.md` §12 step 5 skipped).
+    pub handoff_without_final_ack: bool,
 }
 
 /// xorshift64*: deterministic per seed (shared with `repl_sim`).
@@ -104,6 +133,8 @@ struct Consul {
     lock_delay_until: u64,
     /// `<key>-candidates/<node>`: (round, positions).
     candidates: BTreeMap<usize, (u64, Positions)>,
+    /// The newest term the key started: (epoch, holder, when).
+    newest: Option<(Epoch, usize, u64)>,
 }
 
 impl Consul {
@@ -216,6 +247,15 @@ struct Node {
     /// Sync replication: the commit the client waits for (it waits until enough replicas
     /// acknowledge it or this node loses the role; `protocol.md` §11).
     waiting: Option<Pos>,
+    /// A graceful handoff stopped application writes (the role is kept until the lease
+    /// moves, or writes resume).
+    writes_paused: bool,
+    /// The graceful handoff this node runs as the primary (one at a time per node).
+    handoff: Option<Handing>,
+    /// The lease key's blocking query: it returns once the key's index passes
+    /// `watch_index`, or at `watch_until` (0 after a start: the first read returns at once).
+    watch_index: u64,
+    watch_until: u64,
     // Durable.
     store: MemStore,
     state: DbState,
@@ -225,6 +265,24 @@ struct Node {
     /// node's history.
     chain: BTreeMap<Txid, Pos>,
     set_aside: Vec<Pos>,
+    /// How many times this node set its history aside.
+    asides: u64,
+    /// The reader's last read: the position, and `asides` then.
+    last_read: Option<(Pos, u64)>,
+}
+
+/// A graceful handoff on the primary: the machine, and what the shell keeps for it.
+struct Handing {
+    /// The session that asked.
+    conn: u64,
+    target: usize,
+    /// The target's Consul session (its token).
+    token: u64,
+    h: Handoff<String>,
+    /// Writes were stopped for it.
+    stopped: bool,
+    /// The lease transaction is in flight; Consul answers then.
+    txn_at: Option<u64>,
 }
 
 impl Node {
@@ -254,12 +312,18 @@ impl Node {
             serving: BTreeMap::new(),
             heard_ms: 0,
             waiting: None,
+            writes_paused: false,
+            handoff: None,
+            watch_index: 0,
+            watch_until: 0,
             store: MemStore::default(),
             state: DbState::default(),
             files: Vec::new(),
             own_since: None,
             chain: BTreeMap::new(),
             set_aside: Vec::new(),
+            asides: 0,
+            last_read: None,
         }
     }
 
@@ -304,6 +368,10 @@ pub struct Sim {
     next_conn: u64,
     made: Vec<Made>,
     acked: Vec<Pos>,
+    /// Every read of a reader: (node, position).
+    reads: Vec<(usize, Pos)>,
+    /// Every position a commit reached (of `made`).
+    committed_pos: HashSet<Pos>,
     violation: Option<String>,
     /// `lease.sync-replicas` of this run.
     sync: usize,
@@ -333,6 +401,8 @@ impl Sim {
             next_conn: 1,
             made: Vec::new(),
             acked: Vec::new(),
+            reads: Vec::new(),
+            committed_pos: HashSet::new(),
             violation: None,
             sync: if seed % 2 == 1 { SYNC_REPLICAS } else { 0 },
             static_lease,
@@ -447,6 +517,7 @@ impl Sim {
         n.follow = None;
         n.serving.clear();
         n.waiting = None;
+        n.handoff = None;
     }
 
     /// Only durable state survives: the database, its LTX files, the own-transactions mark.
@@ -461,6 +532,8 @@ impl Sim {
         n.own_since = old.own_since;
         n.chain = old.chain;
         n.set_aside = old.set_aside;
+        n.asides = old.asides;
+        n.last_read = old.last_read;
         self.start_lease(i);
     }
 
@@ -517,8 +590,9 @@ impl Sim {
             && self.nodes[to].listening
             && let LeaseView::Primary { epoch } = self.nodes[to].lease.view().clone()
         {
-            // Handoffs are not simulated (no `promote`): the lease could be handed over.
-            let s = PrimarySession::new(id(to, epoch, Role::Primary), Millis(self.local(to)), true);
+            // The lease can be handed over under Consul (a static lease cannot move).
+            let now = Millis(self.local(to));
+            let s = PrimarySession::new(id(to, epoch, Role::Primary), now, !self.static_lease);
             self.nodes[to].serving.insert(
                 conn,
                 Serve {
@@ -591,6 +665,7 @@ impl Sim {
                 self.consul.index += 1;
                 let epoch = self.consul.index;
                 self.consul.key = Some((sid, i, epoch));
+                self.consul.newest = Some((Epoch(epoch), i, self.now));
                 self.consul.candidates.clear();
                 self.consul.sessions.insert(sid, (i, self.now));
                 self.note(format!("n{} acquires epoch {epoch}", i + 1));
@@ -670,7 +745,8 @@ impl Sim {
             let n = &mut self.nodes[i];
             match a {
                 RoleAction::Writable(on) => n.writable = on,
-                RoleAction::ResumeWrites | RoleAction::RestartLease => {}
+                RoleAction::ResumeWrites => n.writes_paused = false,
+                RoleAction::RestartLease => {}
                 RoleAction::NoteEpoch(e) => n.seen = n.seen.max(e),
                 // Databases in memory: taking over and demoting cannot fail here.
                 RoleAction::TakeOver => n.role.handle_taken_over(now, Ok(())),
@@ -709,13 +785,22 @@ impl Sim {
 
     fn tick(&mut self, i: usize) {
         let now = self.local(i);
-        // The lease's timers, and the watch (polled: a node cut from Consul hears nothing).
+        // The lease's timers, and the key's blocking query (a node cut from Consul hears
+        // nothing; its query is answered once it can reach Consul again).
         if self.nodes[i].lease.next_tick_ms().is_some_and(|t| now >= t) {
             self.lease_event(i, LeaseEvent::Tick);
         }
-        if !self.static_lease && !self.consul_cut[i] && self.now.is_multiple_of(100) {
-            let h = self.consul.holder();
-            self.watch(i, h);
+        if !self.static_lease && !self.consul_cut[i] {
+            let n = &self.nodes[i];
+            if self.consul.index > n.watch_index || self.now >= n.watch_until {
+                let n = &mut self.nodes[i];
+                n.watch_index = self.consul.index;
+                n.watch_until = self.now + WATCH_WAIT_MS;
+                self.watch_returned(i);
+            }
+        }
+        if self.nodes[i].handoff.is_some() {
+            self.drive_handoff(i);
         }
         if self.nodes[i].role.poll_timeout().is_some_and(|t| now >= t.0) {
             let silent = self.now.saturating_sub(self.nodes[i].heard_ms);
@@ -725,7 +810,12 @@ impl Sim {
         }
         match self.nodes[i].lease.view().clone() {
             LeaseView::Primary { epoch } => self.primary_tick(i, epoch),
-            LeaseView::Replica { .. } => self.replica_tick(i),
+            LeaseView::Replica { .. } => {
+                self.replica_tick(i);
+                if self.rng.below(READ_ODDS) == 0 {
+                    self.read(i);
+                }
+            }
         }
     }
 
@@ -768,6 +858,7 @@ impl Sim {
             && self.now < WRITES_UNTIL_MS
             && self.now >= self.nodes[i].slow_until
             && self.nodes[i].writable
+            && !self.nodes[i].writes_paused
             && (self.nodes[i].lease.writable(now) || self.bugs.write_past_fence)
             && self.rng.chance(30)
         {
@@ -826,7 +917,21 @@ impl Sim {
                 m.at
             ));
         }
+        // No commit under a term once a newer one started (a handoff moves the key without
+        // any lock-delay: writes must have stopped before).
+        if let Some((newer, j, at)) = self.consul.newest
+            && newer > epoch
+            && self.violation.is_none()
+        {
+            self.violation = Some(format!(
+                "n{} committed {post} under epoch {epoch} at {} ms, after n{} was granted epoch {newer} at {at} ms",
+                i + 1,
+                self.now,
+                j + 1
+            ));
+        }
         self.made.push(Made { node: i, epoch, at: self.now, pos: post });
+        self.committed_pos.insert(post);
         self.log.push(format!("{:>6} n{} commits {post} (epoch {epoch})", self.now, i + 1));
         // Live feeds.
         let conns: Vec<u64> = self.nodes[i].serving.keys().copied().collect();
@@ -932,7 +1037,7 @@ impl Sim {
                         sv.acked = sv.acked.max(pos.txid);
                     }
                 }
-                PrimaryEvent::HandOver { .. } => {}
+                PrimaryEvent::HandOver { token, .. } => self.start_handoff(i, c, token),
             }
         }
     }
@@ -947,6 +1052,195 @@ impl Sim {
         if r.is_err() {
             self.nodes[i].serving.remove(&c);
         }
+    }
+
+    // ---- graceful handoff (the shell's part of `repl::primary::hand_over`) ----
+
+    /// A session accepted a handoff request ([`PrimaryEvent::HandOver`]).
+    fn start_handoff(&mut self, i: usize, c: u64, token: String) {
+        let Some(sv) = self.nodes[i].serving.get_mut(&c) else { return };
+        let target = sv.replica;
+        let token = match (self.nodes[i].handoff.is_some(), token.parse::<u64>()) {
+            (false, Ok(t)) => t,
+            (true, _) => return self.answer_handoff(i, c, Err("a handoff is in progress".into())),
+            (_, Err(_)) => return self.answer_handoff(i, c, Err("bad token".into())),
+        };
+        let now = Millis(self.local(i));
+        let at = self.nodes[i].state.pos.txid;
+        self.note(format!("n{} hands over to n{} from {at}", i + 1, target + 1));
+        let h = Handoff::new(now, [("app.db".to_owned(), at)]);
+        let ho = Handing { conn: c, target, token, h, stopped: false, txn_at: None };
+        self.nodes[i].handoff = Some(ho);
+        self.drive_handoff(i);
+    }
+
+    fn answer_handoff(&mut self, i: usize, c: u64, r: Result<(), String>) {
+        if let Some(sv) = self.nodes[i].serving.get_mut(&c) {
+            sv.s.handle_handoff_done(r);
+            self.flush_primary(i, c);
+        }
+    }
+
+    /// Feeds the handoff machine the target's acknowledgements, its deadline and the lease
+    /// transaction's answer, and performs its actions.
+    fn drive_handoff(&mut self, i: usize) {
+        let Some(mut ho) = self.nodes[i].handoff.take() else { return };
+        let now = Millis(self.local(i));
+        if ho.txn_at.is_some_and(|t| self.now >= t) {
+            ho.txn_at = None;
+            let r = self.handoff_txn(i, ho.target, ho.token);
+            ho.h.handle_lease(now, r);
+        }
+        if ho.h.poll_timeout().is_some_and(|t| now >= t) {
+            ho.h.handle_timeout(now);
+        }
+        loop {
+            // What the target acknowledged, over its connections (withdrawn with them).
+            let n = &self.nodes[i];
+            let acked = if self.bugs.handoff_without_final_ack && ho.stopped {
+                Some(n.state.pos.txid)
+            } else {
+                n.serving.values().filter(|sv| sv.replica == ho.target).map(|sv| sv.acked).max()
+            };
+            let awaited: Vec<String> = ho.h.awaited().map(str::to_owned).collect();
+            for db in awaited {
+                ho.h.handle_acked(now, &db, acked);
+            }
+            let mut acted = false;
+            while let Some(a) = ho.h.poll_action() {
+                acted = true;
+                match a {
+                    HandoffAction::StopWrites => {
+                        // Commits are whole at once here: nothing is in progress.
+                        let n = &mut self.nodes[i];
+                        n.writes_paused = true;
+                        ho.stopped = true;
+                        let finals = vec![("app.db".to_owned(), n.state.pos.txid)];
+                        self.log.push(format!(
+                            "{:>6} n{} stops writes at {}",
+                            self.now,
+                            i + 1,
+                            n.state.pos
+                        ));
+                        ho.h.handle_quiesced(now, Ok::<_, String>(finals));
+                    }
+                    HandoffAction::HandOffLease => {
+                        ho.txn_at = Some(self.now + 1 + self.rng.below(15));
+                    }
+                    HandoffAction::ResumeWrites => self.nodes[i].writes_paused = false,
+                    HandoffAction::Done(r) => {
+                        let r = r.map(|_| ()).map_err(|e| e.to_string());
+                        self.note(format!("n{} handoff to n{}: {r:?}", i + 1, ho.target + 1));
+                        self.answer_handoff(i, ho.conn, r.clone());
+                        if r.is_ok() {
+                            // The lease actor: our term ended, demote now rather than when
+                            // the watch says so.
+                            self.watch(i, Some(ho.target));
+                        }
+                        return;
+                    }
+                }
+            }
+            if !acted {
+                break;
+            }
+        }
+        self.nodes[i].handoff = Some(ho);
+    }
+
+    /// The handoff's one Consul transaction: `unlock` the key with this node's session,
+    /// `lock` it with the target's. Refused unless this node's session holds the key and
+    /// the target's session is alive.
+    fn handoff_txn(&mut self, i: usize, target: usize, token: u64) -> Result<(), String> {
+        if self.consul_cut[i] {
+            return Err("Consul unreachable".into());
+        }
+        let mine = self.nodes[i].session;
+        let held = self.consul.key.is_some_and(|(s, h, _)| Some(s) == mine && h == i);
+        if !held || !self.consul.sessions.contains_key(&token) {
+            return Err(
+                "the transaction failed (key not held, or the target's session gone)".into()
+            );
+        }
+        // The handoff's guarantee: the target holds every commit this node accepted.
+        let p = self.nodes[i].state.pos;
+        let has = self.nodes[target].chain.get(&p.txid) == Some(&p);
+        if p.txid > Txid::ZERO && !has && self.violation.is_none() {
+            self.violation = Some(format!(
+                "the lease moved to n{} by handoff at {} ms without n{}'s commit {p} (it is at {})",
+                target + 1,
+                self.now,
+                i + 1,
+                self.nodes[target].state.pos
+            ));
+        }
+        self.consul.index += 1;
+        let epoch = self.consul.index;
+        self.consul.key = Some((token, target, epoch));
+        self.consul.newest = Some((Epoch(epoch), target, self.now));
+        // It holds nothing now: its session goes (no lock-delay: the key is not held by it).
+        if let Some(s) = mine {
+            self.consul.sessions.remove(&s);
+        }
+        self.note(format!("n{} hands the key to n{} (index {epoch})", i + 1, target + 1));
+        Ok(())
+    }
+
+    /// The key's blocking query returned to node `i`: who holds the lease. The backend
+    /// recognises its own session (its term is reported through acquire and renew).
+    fn watch_returned(&mut self, i: usize) {
+        match self.consul.key {
+            None => self.watch(i, None),
+            Some((s, _, _)) if Some(s) == self.nodes[i].session => {
+                self.lease_event(i, LeaseEvent::Holder(None))
+            }
+            Some((_, j, _)) => self.watch(i, Some(j)),
+        }
+    }
+
+    // ---- readers ----
+
+    /// A reader on node `i` (not the primary) reads the database: whole transactions only
+    /// (the bytes are the database at the position), never older than its last read except
+    /// across a set-aside.
+    fn read(&mut self, i: usize) {
+        let n = &self.nodes[i];
+        let pos = n.state.pos;
+        if self.violation.is_some() {
+            return;
+        }
+        if pos.txid > Txid::ZERO {
+            let count = n.state.checksums.page_count();
+            let mut store = MemStore { bytes: n.store.bytes.clone() };
+            let mut sums = PageChecksums::new();
+            let mut page = vec![0u8; PS as usize];
+            for p in 1..=count {
+                store.read_page(PageNo(p), &mut page).expect("memory");
+                sums.set(PageNo(p), page_checksum(PageNo(p), &page));
+            }
+            sums.truncate(count);
+            if sums.checksum() != pos.checksum || store.bytes.len() != (count * PS) as usize {
+                self.violation =
+                    Some(format!("a reader on n{} read bytes that are not {pos}", i + 1));
+                return;
+            }
+        }
+        // A state some primary committed (the checksum covers the whole database).
+        if pos.txid > Txid::ZERO && !self.committed_pos.contains(&pos) {
+            self.violation =
+                Some(format!("a reader on n{} read {pos}, which no primary committed", i + 1));
+            return;
+        }
+        if let Some((last, asides)) = n.last_read
+            && asides == n.asides
+            && pos.txid < last.txid
+        {
+            self.violation = Some(format!("a reader on n{} went back from {last} to {pos}", i + 1));
+            return;
+        }
+        let asides = n.asides;
+        self.nodes[i].last_read = Some((pos, asides));
+        self.reads.push((i, pos));
     }
 
     // ---- the replica's part ----
@@ -964,6 +1258,20 @@ impl Sim {
         if self.now >= self.nodes[i].slow_until {
             self.apply_inbox(i);
         }
+        // `litefleet promote` at a random time (a static lease cannot move).
+        let following = self.nodes[i].follow.as_ref().is_some_and(|f| f.s.is_following());
+        if !self.static_lease
+            && following
+            && self.now < WRITES_UNTIL_MS
+            && self.rng.below(PROMOTE_ODDS) == 0
+        {
+            let now = Millis(self.local(i));
+            if let Some(f) = self.nodes[i].follow.as_mut() {
+                f.s.handle_promote(now);
+            }
+            self.note(format!("n{} asks for the lease", i + 1));
+            self.flush_replica(i);
+        }
     }
 
     /// The follower's session ended: the role machine reconnects it.
@@ -976,37 +1284,64 @@ impl Sim {
     }
 
     fn flush_replica(&mut self, i: usize) {
-        let Some(f) = self.nodes[i].follow.as_mut() else { return };
-        let (to, c) = (f.primary, f.conn);
-        let mut out = Vec::new();
-        while let Some(fr) = f.s.poll_transmit() {
-            out.push(fr);
-        }
-        let mut evs = Vec::new();
-        while let Some(e) = f.s.poll_event() {
-            evs.push(e);
-        }
-        if !out.is_empty() {
-            f.last_sent = self.now;
-        }
-        for fr in out {
-            self.send(i, to, Msg::Frame { conn: c, db: false, frame: fr });
-        }
-        for e in evs {
-            let n = &mut self.nodes[i];
-            match e {
-                ReplicaEvent::Following { epoch, .. } => {
-                    n.seen = n.seen.max(epoch);
-                    n.round = n.round.max(epoch.0);
-                    n.heard_ms = self.now;
-                }
-                ReplicaEvent::Heard { .. } => n.heard_ms = self.now,
-                // No cluster ids, no promotion requests in the simulation.
-                ReplicaEvent::AdoptCluster(_)
-                | ReplicaEvent::WantToken
-                | ReplicaEvent::HandedOver
-                | ReplicaEvent::PromoteFailed(_) => {}
+        loop {
+            let Some(f) = self.nodes[i].follow.as_mut() else { return };
+            let (to, c) = (f.primary, f.conn);
+            let out: Vec<Frame> = std::iter::from_fn(|| f.s.poll_transmit()).collect();
+            let evs: Vec<ReplicaEvent> = std::iter::from_fn(|| f.s.poll_event()).collect();
+            if out.is_empty() && evs.is_empty() {
+                return;
             }
+            if !out.is_empty() {
+                f.last_sent = self.now;
+            }
+            for fr in out {
+                self.send(i, to, Msg::Frame { conn: c, db: false, frame: fr });
+            }
+            for e in evs {
+                let n = &mut self.nodes[i];
+                match e {
+                    ReplicaEvent::Following { epoch, .. } => {
+                        n.seen = n.seen.max(epoch);
+                        n.round = n.round.max(epoch.0);
+                        n.heard_ms = self.now;
+                    }
+                    ReplicaEvent::Heard { .. } => n.heard_ms = self.now,
+                    ReplicaEvent::WantToken => self.token(i),
+                    ReplicaEvent::HandedOver => {
+                        self.note(format!("n{} was handed the lease", i + 1))
+                    }
+                    ReplicaEvent::PromoteFailed(why) => {
+                        self.note(format!("n{} promotion refused: {why}", i + 1))
+                    }
+                    // No cluster ids in the simulation.
+                    ReplicaEvent::AdoptCluster(_) => {}
+                }
+            }
+        }
+    }
+
+    /// The lease backend's token for a handoff to node `i`: its own Consul session, renewed
+    /// or created now.
+    fn token(&mut self, i: usize) {
+        let now = Millis(self.local(i));
+        let token = if self.consul_cut[i] {
+            Err("Consul unreachable".to_owned())
+        } else {
+            let sid = match self.nodes[i].session.filter(|s| self.consul.sessions.contains_key(s)) {
+                Some(s) => s,
+                None => {
+                    self.consul.next_session += 1;
+                    self.consul.next_session
+                }
+            };
+            self.consul.sessions.insert(sid, (i, self.now));
+            self.nodes[i].session = Some(sid);
+            Ok(sid.to_string())
+        };
+        let seen = self.nodes[i].seen;
+        if let Some(f) = self.nodes[i].follow.as_mut() {
+            f.s.handle_token(now, token, seen);
         }
     }
 
@@ -1174,6 +1509,17 @@ impl Sim {
                 return Err(format!("acknowledged commit {a} lost"));
             }
         }
+        // What readers read is in the final history, or was set aside by some node (a
+        // deposed primary's tail a replica had: it is the primary that keeps it).
+        for (i, p) in &self.reads {
+            let aside = self.nodes.iter().any(|n| n.set_aside.contains(p));
+            if p.txid > Txid::ZERO && !in_history(p) && !aside {
+                return Err(format!(
+                    "a reader on n{} read {p}, neither in the history nor set aside",
+                    i + 1
+                ));
+            }
+        }
         for m in &self.made {
             if !in_history(&m.pos) && !self.nodes.iter().any(|n| n.set_aside.contains(&m.pos)) {
                 return Err(format!(
@@ -1191,6 +1537,7 @@ impl Sim {
 /// Moves a node's history aside (it holds transactions no other node may have).
 fn set_aside(n: &mut Node) {
     n.set_aside.extend(n.chain.values().copied());
+    n.asides += 1;
     n.chain.clear();
     n.files.clear();
     n.state = DbState::default();
@@ -1332,5 +1679,11 @@ mod reinjected {
     fn files_applied_over_own_unconfirmed_transactions_are_found() {
         let bugs = Bugs { ignore_own_transactions: true, ..Bugs::default() };
         found(bugs, "own unconfirmed transactions ignored", "neither in the history nor set aside");
+    }
+
+    #[test]
+    fn a_handoff_without_the_final_ack_is_found() {
+        let bugs = Bugs { handoff_without_final_ack: true, ..Bugs::default() };
+        found(bugs, "handoff without the final ACK", "by handoff");
     }
 }

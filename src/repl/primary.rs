@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use crate::core::lease::Holder;
 use crate::core::ltx::LtxError;
 use crate::core::repl::{Plan, on_history, plan};
+use crate::core::session::handoff::{Handoff, HandoffAction, HandoffFailure};
 use crate::core::session::primary::{Feed, Live, PrimaryEvent, PrimarySession};
 use crate::core::types::{Epoch, Millis, NodeId, Pos, Txid};
 use crate::core::wire::Role;
@@ -204,11 +205,6 @@ fn db_positions(store: &Store) -> Vec<(String, Pos)> {
     store.list().into_iter().map(|d| (d.name().to_owned(), d.pos())).collect()
 }
 
-/// How long a handoff waits for its target to catch up while writes go on, and then, with
-/// writes stopped, to acknowledge the final positions.
-const CATCH_UP: Duration = Duration::from_secs(30);
-const FINAL_ACK: Duration = Duration::from_secs(2);
-
 /// Why a graceful handoff (or a drain) did not complete. Writes resume after a failed
 /// handoff; the replica is told the reason.
 #[derive(Debug, thiserror::Error)]
@@ -230,11 +226,27 @@ pub enum HandoffError {
     Lease(#[from] crate::lease::LeaseError),
     #[error("{what} task: {source}")]
     Task { what: &'static str, source: tokio::task::JoinError },
+    /// Another replica's handoff runs on this node (one at a time: they share the pause of
+    /// writes, and one resuming writes after its failure would let commits in under the
+    /// other's final positions).
+    #[error("a handoff to another node is in progress")]
+    InProgress,
 }
 
-/// Graceful handoff to the replica `target` (`protocol.md` §12): once it is caught up,
-/// writes stop, every database's final position is taken, the target must acknowledge
-/// exactly those, and the lease moves to it atomically. Writes resume if any step fails.
+impl From<HandoffFailure<HandoffError>> for HandoffError {
+    fn from(f: HandoffFailure<HandoffError>) -> HandoffError {
+        match f {
+            HandoffFailure::Behind { db } => HandoffError::Behind { db },
+            HandoffFailure::NoFinalAck { db } => HandoffError::NoFinalAck { db },
+            HandoffFailure::Quiesce(e) | HandoffFailure::Lease(e) => e,
+        }
+    }
+}
+
+/// Graceful handoff to the replica `target` (`protocol.md` §12): the shell of [`Handoff`],
+/// which decides the steps (catch up with writes on, stop writes and take the final
+/// positions, the target's ACK of exactly those, the lease transaction) and when writes
+/// resume; this function performs them and feeds it the target's acknowledgements.
 async fn hand_over(
     store: Arc<Store>,
     lease: ActorRef<LeaseMsg>,
@@ -243,45 +255,91 @@ async fn hand_over(
     token: String,
 ) -> Result<(), HandoffError> {
     let node = store.node().clone();
-    // Writes on: the target catches up, so the pause below stays short.
-    let current: Vec<(Arc<Db>, Txid)> =
-        store.list().into_iter().map(|d| (d.clone(), d.pos().txid)).collect();
-    wait_acks(&current, CATCH_UP, |d, t| acked(d, target, t))
-        .await
-        .map_err(|db| HandoffError::Behind { db })?;
-    #[allow(clippy::disallowed_methods)] // the shell owns the clock
-    let paused = std::time::Instant::now();
-    let r = async {
-        let finals = stop_writes(&store).await?;
-        let stopped = paused.elapsed();
-        wait_acks(&finals, FINAL_ACK, |d, t| acked(d, target, t))
-            .await
-            .map_err(|db| HandoffError::NoFinalAck { db })?;
-        let synced = paused.elapsed();
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        lease
-            .send_message(LeaseMsg::HandOff { token, to: to.clone(), reply: tx })
-            .map_err(|_| HandoffError::LeaseGone)?;
-        rx.await.map_err(|_| HandoffError::LeaseGone)??;
-        Ok::<_, HandoffError>((stopped, synced))
+    if !node.claim_handoff() {
+        return Err(HandoffError::InProgress);
     }
-    .await;
-    match &r {
-        Ok((stopped, synced)) => tracing::info!(
-            to = %to.hostname,
-            paused_ms = paused.elapsed().as_millis() as u64,
-            quiesce_ms = stopped.as_millis() as u64,
-            final_ack_ms = (*synced - *stopped).as_millis() as u64,
-            "lease handed over; this node is read-only"
-        ),
-        Err(_) => node.pause_writes(false),
+    // Released however this future ends (dropped included).
+    let _slot = HandoffSlot(node.clone());
+    let now = || Millis(node.now_ms());
+    let current = store.list().into_iter().map(|d| (d.name().to_owned(), d.pos().txid));
+    let mut h = Handoff::<HandoffError>::new(now(), current);
+    loop {
+        // Subscribed before the acknowledgements are read, so none that arrives between
+        // the reading and the wait below is missed.
+        let dbs: Vec<Arc<Db>> = h.awaited().filter_map(|name| store.get(name)).collect();
+        let mut rxs: Vec<_> = dbs.iter().map(|d| d.ack_changes()).collect();
+        for d in &dbs {
+            h.handle_acked(now(), d.name(), d.acked_by(target));
+        }
+        let mut acted = false;
+        while let Some(action) = h.poll_action() {
+            acted = true;
+            match action {
+                HandoffAction::StopWrites => {
+                    let finals = stop_writes(&store)
+                        .await
+                        .map(|finals| finals.into_iter().map(|(d, t)| (d.name().to_owned(), t)));
+                    h.handle_quiesced(now(), finals);
+                }
+                HandoffAction::HandOffLease => {
+                    let r = lease_hand_off(&lease, token.clone(), to.clone()).await;
+                    h.handle_lease(now(), r);
+                }
+                HandoffAction::ResumeWrites => node.pause_writes(false),
+                HandoffAction::Done(Ok(s)) => {
+                    tracing::info!(
+                        to = %to.hostname,
+                        paused_ms = s.paused_ms,
+                        quiesce_ms = s.quiesce_ms,
+                        final_ack_ms = s.final_ack_ms,
+                        "lease handed over; this node is read-only"
+                    );
+                    return Ok(());
+                }
+                HandoffAction::Done(Err(why)) => return Err(why.into()),
+            }
+        }
+        if acted {
+            // A step began: read the acknowledgements it waits for.
+            continue;
+        }
+        let deadline = super::sleep_until(&node, h.poll_timeout());
+        if rxs.is_empty() {
+            // An awaited database left the store: only the deadline can end the step.
+            deadline.await;
+            h.handle_timeout(now());
+            continue;
+        }
+        // The senders live in the `Db`s held by `dbs`, so `changed` cannot fail.
+        let any = futures_util::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
+        tokio::select! {
+            _ = any => {}
+            () = deadline => h.handle_timeout(now()),
+        }
     }
-    r.map(|_| ())
 }
 
-/// Whether `target` acknowledged `txid` of `db` (nothing to acknowledge at TXID 0).
-fn acked(db: &Db, target: NodeId, txid: Txid) -> bool {
-    txid == Txid::ZERO || db.acked_by(target).is_some_and(|a| a >= txid)
+/// The node's one handoff slot, claimed by [`hand_over`].
+struct HandoffSlot(Arc<crate::node::NodeCtx>);
+
+impl Drop for HandoffSlot {
+    fn drop(&mut self) {
+        self.0.release_handoff();
+    }
+}
+
+/// The lease transaction of a handoff, run by the lease actor.
+async fn lease_hand_off(
+    lease: &ActorRef<LeaseMsg>,
+    token: String,
+    to: Holder,
+) -> Result<(), HandoffError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    lease
+        .send_message(LeaseMsg::HandOff { token, to, reply: tx })
+        .map_err(|_| HandoffError::LeaseGone)?;
+    rx.await.map_err(|_| HandoffError::LeaseGone)??;
+    Ok(())
 }
 
 /// Stops writes on this node (checked under each database's commit lock) and returns every

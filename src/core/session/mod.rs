@@ -5,6 +5,8 @@
 //! - [`handshake`]: HELLO checks (version, cluster, epoch fencing).
 //! - [`replica::ReplicaSession`]: the replica's control stream: HELLO, POS_MAP, heartbeats,
 //!   ACKs, handoff requests; [`replica::Run`] batches the files of one database stream.
+//! - [`handoff::Handoff`]: the graceful handoff's steps on the primary (catch up, stop
+//!   writes, final ACK, lease transaction) and when writes resume.
 //! - [`primary::PrimarySession`]: the primary's control stream for one replica: HELLO,
 //!   POS_MAP and the streams it starts, ACKs, heartbeats (silent once fenced), handoff
 //!   requests; [`primary::Feed`] decides, per database stream, whether a live transaction
@@ -16,6 +18,7 @@
 //! session: the shell first sends whatever `poll_transmit` still holds (the ERROR frame the
 //! machine queued, if any), then closes the connection.
 
+pub mod handoff;
 pub mod handshake;
 pub mod primary;
 pub mod replica;
