@@ -69,8 +69,9 @@ pub enum DbMsg {
     Wake,
     /// The database was deleted: write a deletion LTX (durable).
     Delete { page_size: u32, timestamp_ms: i64, reply: Reply<Pos> },
-    /// Everything queued before is written; with `durable`, also fdatasynced.
-    Barrier { durable: bool, reply: Reply<()> },
+    /// Everything queued before is written; with `durable`, also fdatasynced. Answers the
+    /// position written (every transaction up to it is in the LTX directory).
+    Barrier { durable: bool, reply: Reply<Pos> },
     /// Replica: verify and apply files received from the primary, in order; with `resync`,
     /// set the local LTX files aside first (the first file is a resync snapshot).
     Apply { ltxs: Vec<bytes::Bytes>, resync: bool, reply: Reply<Pos> },
@@ -247,7 +248,7 @@ impl DbActorState {
                 if r.is_ok() && durable {
                     r = self.log.sync().map_err(LogFailure::from);
                 }
-                let _ = reply.send(r);
+                let _ = reply.send(r.map(|()| self.log.pos()));
             }
             DbMsg::Apply { ltxs, resync, reply } => {
                 let mut r = Ok(());

@@ -49,7 +49,7 @@ impl Db {
 
     /// Waits until every commit sent so far is written; with `durable`, fdatasynced too.
     pub(super) fn barrier(&self, durable: bool) -> Result<(), DbError> {
-        self.call(|reply| DbMsg::Barrier { durable, reply })
+        self.call(|reply| DbMsg::Barrier { durable, reply }).map(|_| ())
     }
 
     /// Queues a commit for the actor, waking it if the queue was empty.
@@ -77,8 +77,10 @@ impl Db {
         self.call_async(|reply| DbMsg::Apply { ltxs, resync, reply }).await
     }
 
-    /// Writes every staged transaction to the LTX directory (async callers: replication).
-    pub async fn flush(&self) -> Result<(), DbError> {
+    /// Writes every staged transaction to the LTX directory (async callers: replication)
+    /// and returns the position written. Hazard: [`Db::pos`] read after this may already be
+    /// past it (commits go on), and the files for what lies between may not be written yet.
+    pub async fn flush(&self) -> Result<Pos, DbError> {
         self.call_async(|reply| DbMsg::Barrier { durable: false, reply }).await
     }
 

@@ -489,8 +489,10 @@ async fn catch_up(
     mut at: Option<Pos>,
     epoch: Epoch,
 ) -> Result<Option<Pos>, ReplError> {
-    db.flush().await?;
-    let target = db.pos();
+    // Only what is on disk is planned from: the live feed brings whatever is committed
+    // after the flush (a later position read here could lie in a file not yet written,
+    // which the plan would take for one removed by retention and answer with a snapshot).
+    let target = db.flush().await?;
     if target.txid == Txid::ZERO {
         return Ok(at);
     }
