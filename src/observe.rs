@@ -71,6 +71,24 @@ pub struct ReplicaInfo {
     pub rtt_us: u64,
 }
 
+/// A replica session's inbox for lease offers; each offer carries where the session
+/// answers whether it could make it.
+pub type OfferTx = tokio::sync::mpsc::UnboundedSender<OfferReply>;
+/// The answer to one offer.
+pub type OfferReply =
+    tokio::sync::oneshot::Sender<Result<(), crate::core::session::primary::OfferRefused>>;
+
+/// Why `POST /handoff` could not offer the lease.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferError {
+    #[error("no replica with node ID {0} is connected")]
+    NotConnected(NodeId),
+    #[error("{0}")]
+    Refused(#[from] crate::core::session::primary::OfferRefused),
+    #[error("the replica's session ended")]
+    SessionEnded,
+}
+
 /// See the module docs.
 pub struct Hub {
     events: broadcast::Sender<Arc<Event>>,
@@ -81,6 +99,10 @@ pub struct Hub {
     /// Keyed by a per-session number: one replica can have two sessions for a moment (a
     /// reconnect overlapping the end of the old one).
     replicas: Mutex<BTreeMap<u64, ReplicaInfo>>,
+    /// Per replica session (same keys): where `POST /handoff` offers it the lease.
+    offers: Mutex<BTreeMap<u64, OfferTx>>,
+    /// How the handoffs this node ran as the primary ended, by target.
+    handoffs: broadcast::Sender<(NodeId, Result<(), String>)>,
     next_session: std::sync::atomic::AtomicU64,
 }
 
@@ -91,6 +113,8 @@ impl Default for Hub {
             lease: watch::Sender::new(LeaseState::default()),
             names: Mutex::new(BTreeMap::new()),
             replicas: Mutex::new(BTreeMap::new()),
+            offers: Mutex::new(BTreeMap::new()),
+            handoffs: broadcast::channel(16).0,
             next_session: std::sync::atomic::AtomicU64::new(1),
         }
     }
@@ -181,12 +205,40 @@ impl Hub {
         self.lease.subscribe()
     }
 
-    /// Registers a replica session; it is listed until the returned guard drops.
-    pub fn replica_connected(self: &Arc<Self>, info: ReplicaInfo) -> ReplicaGuard {
+    /// Registers a replica session; it is listed until the returned guard drops. Offers of
+    /// the lease to it ([`Hub::offer`]) arrive on `offers`.
+    pub fn replica_connected(self: &Arc<Self>, info: ReplicaInfo, offers: OfferTx) -> ReplicaGuard {
         use std::sync::atomic::Ordering;
         let key = self.next_session.fetch_add(1, Ordering::Relaxed);
         self.replicas_mut().insert(key, info);
+        self.offers.lock().unwrap_or_else(|e| e.into_inner()).insert(key, offers);
         ReplicaGuard { hub: self.clone(), key }
+    }
+
+    /// Offers the lease to replica `node` through its newest session (`POST /handoff`).
+    pub async fn offer(&self, node: NodeId) -> Result<(), OfferError> {
+        let key = self
+            .replicas_mut()
+            .iter()
+            .filter(|(_, r)| r.node == node)
+            .map(|(k, _)| *k)
+            .max()
+            .ok_or(OfferError::NotConnected(node))?;
+        let tx = self.offers.lock().unwrap_or_else(|e| e.into_inner()).get(&key).cloned();
+        let tx = tx.ok_or(OfferError::NotConnected(node))?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(reply).map_err(|_| OfferError::SessionEnded)?;
+        Ok(answer.await.map_err(|_| OfferError::SessionEnded)??)
+    }
+
+    /// Subscribes to the outcomes of handoffs this node runs as the primary.
+    pub fn handoff_outcomes(&self) -> broadcast::Receiver<(NodeId, Result<(), String>)> {
+        self.handoffs.subscribe()
+    }
+
+    /// A handoff to `target` ended.
+    pub fn handoff_done(&self, target: NodeId, r: Result<(), String>) {
+        let _ = self.handoffs.send((target, r));
     }
 
     /// The connected replicas, one entry per node (its newest session).
@@ -221,6 +273,7 @@ impl ReplicaGuard {
 impl Drop for ReplicaGuard {
     fn drop(&mut self) {
         self.hub.replicas_mut().remove(&self.key);
+        self.hub.offers.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.key);
     }
 }
 
@@ -310,7 +363,8 @@ mod tests {
             since_ms: 1,
             rtt_us: 0,
         };
-        let g = hub.replica_connected(info.clone());
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let g = hub.replica_connected(info.clone(), tx);
         g.set_rtt_us(250);
         assert_eq!(hub.replicas(), vec![ReplicaInfo { rtt_us: 250, ..info }]);
         drop(g);

@@ -1023,7 +1023,7 @@ impl Sim {
         }
         for e in evs {
             match e {
-                PrimaryEvent::Connected { .. } => {}
+                PrimaryEvent::Connected { .. } | PrimaryEvent::HandoffRefused { .. } => {}
                 PrimaryEvent::Stream { from, .. } => {
                     if let Some(sv) = self.nodes[i].serving.get_mut(&c) {
                         sv.feed = Some(Feed { at: from });

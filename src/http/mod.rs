@@ -14,6 +14,7 @@
 
 pub mod auth;
 mod events;
+mod handoff;
 mod health;
 mod info;
 mod promote;
@@ -110,6 +111,7 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/events", get(events::events))
         .route("/health", get(health::health))
         .route("/promote", post(promote::promote))
+        .route("/handoff", post(handoff::handoff))
         .with_state(api)
 }
 

@@ -105,8 +105,12 @@ async fn connection(
     // The replica's acknowledgements, withdrawn from every database when the connection
     // ends (however it ends); and whether they count for synchronous replication.
     let mut acks: Option<(Acks, bool)> = None;
-    // Listed in `/info` while the session lives.
+    // Listed in `/info` while the session lives; `POST /handoff`'s offers arrive here.
     let mut listed: Option<crate::observe::ReplicaGuard> = None;
+    let (offer_tx, mut offers) =
+        tokio::sync::mpsc::unbounded_channel::<crate::observe::OfferReply>();
+    let mut offer_tx = Some(offer_tx);
+    let mut target: Option<NodeId> = None;
     // A handoff to this replica in progress.
     let mut handoff: Option<tokio::task::JoinHandle<Result<(), HandoffError>>> = None;
     loop {
@@ -116,12 +120,22 @@ async fn connection(
             r = async { handoff.as_mut().expect("guarded").await }, if handoff.is_some() => {
                 // Taken whatever the outcome: a finished JoinHandle must not be polled again.
                 handoff = None;
-                let r = r
-                    .unwrap_or_else(|source| Err(HandoffError::Task { what: "handoff", source }));
+                let r = r.unwrap_or_else(|source| {
+                    let e = HandoffError::Task { what: "handoff", source };
+                    // The task itself died; it tells every other outcome.
+                    if let Some(t) = target {
+                        node.hub().handoff_done(t, Err(e.to_string()));
+                    }
+                    Err(e)
+                });
                 if let Err(why) = &r {
                     tracing::warn!(reason = %why, "handoff refused");
                 }
                 s.handle_handoff_done(r.map_err(|e| e.to_string()));
+                Ok(())
+            }
+            Some(reply) = offers.recv() => {
+                let _ = reply.send(s.handle_offer());
                 Ok(())
             }
             () = super::sleep_until(&node, timeout), if timeout.is_some() => {
@@ -166,14 +180,18 @@ async fn connection(
                     // Synchronous replication counts this replica's acknowledgements while it
                     // is connected.
                     let counts = node.sync_counts(role == Role::Candidate);
-                    listed = Some(node.hub().replica_connected(crate::observe::ReplicaInfo {
+                    target = Some(peer);
+                    let info = crate::observe::ReplicaInfo {
                         node: peer,
                         hostname: hostname.clone(),
                         role,
                         addr: conn.remote_address(),
                         since_ms: crate::clock::wall_ms(),
                         rtt_us: conn.rtt().as_micros() as u64,
-                    }));
+                    };
+                    if let Some(tx) = offer_tx.take() {
+                        listed = Some(node.hub().replica_connected(info, tx));
+                    }
                     acks = Some((
                         Acks { store: store.clone(), node: peer, conn: next_conn() },
                         counts,
@@ -190,10 +208,21 @@ async fn connection(
                         db.note_ack(a.node, a.conn, pos.txid, *counts);
                     }
                 }
+                PrimaryEvent::HandoffRefused { target, why } => {
+                    tracing::warn!(reason = %why, "handoff request refused");
+                    node.hub().handoff_done(target, Err(why));
+                }
                 PrimaryEvent::HandOver { target, to, token } => {
                     let Some(l) = lease.clone() else { continue };
                     tracing::info!(to = %to.hostname, "handing the lease over");
-                    handoff = Some(tokio::spawn(hand_over(store.clone(), l, target, to, token)));
+                    let (st, hub) = (store.clone(), node.hub().clone());
+                    // The outcome is told from the task itself: a handoff that succeeds ends
+                    // this session (the node demotes) before the loop above sees the result.
+                    handoff = Some(tokio::spawn(async move {
+                        let r = hand_over(st, l, target, to, token).await;
+                        hub.handoff_done(target, r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                        r
+                    }));
                 }
             }
         }

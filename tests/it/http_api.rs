@@ -345,3 +345,37 @@ fn a_stalled_events_reader_is_dropped_and_commits_go_on() {
     assert!(last["data"]["error"].as_str().unwrap().contains("reconnect"), "{last}");
     assert!((lines.len() as u64) < n, "{} lines: the reader was not dropped", lines.len());
 }
+
+/// `POST /handoff?nodeID=` on the primary hands the lease to that replica (Consul lease);
+/// an unknown or malformed node id, and the request on a replica, get their codes.
+#[test]
+fn handoff_over_http_moves_the_lease_to_the_named_replica() {
+    need::fuse();
+    need::sqlite3();
+    need::consul();
+    let root = tmp("http-handoff");
+    let consul = crate::common::consul::Consul::start(root.join("consul"));
+    let c = Cluster::start_consul(&root, 2, &consul.url(), "litefleet/http-handoff", "");
+    let p = c.wait_new_primary(&[0; 2], None, CONVERGE);
+    let r = 1 - p;
+    c.sql_ok(p, "h.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    c.wait_all_at(p, "h.db", CONVERGE);
+    let mut target = String::new();
+    wait_for("the replica in the primary's /info", CONVERGE, || {
+        let i = http::get(&c.nodes[p].url("/info")).json();
+        target = i["replicas"][0]["nodeID"].as_str().unwrap_or("").to_owned();
+        !target.is_empty()
+    });
+    assert_eq!(target, http::get(&c.nodes[r].url("/info")).json()["nodeID"].as_str().unwrap());
+    let post = |i: usize, q: &str| http::post(&c.nodes[i].url(&format!("/handoff{q}")), Vec::new());
+    assert_eq!(post(p, "").status, 400);
+    assert_eq!(post(p, "?nodeID=zz").status, 400);
+    assert_eq!(post(p, "?nodeID=0000000000000001").status, 404);
+    assert_eq!(post(r, &format!("?nodeID={target}")).status, 503);
+    let before = c.terms(r);
+    let resp = post(p, &format!("?nodeID={target}"));
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    wait_for("the replica to be the primary", CONVERGE, || c.terms(r) > before);
+    c.sql_ok(r, "h.db", "INSERT INTO t VALUES (2);");
+    assert!(!c.log(p).contains("diverged"), "nothing is set aside after a handoff");
+}

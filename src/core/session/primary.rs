@@ -35,6 +35,8 @@ pub const SILENT_AFTER_FENCE_MS: u64 = 1000;
 pub enum PrimaryEvent {
     /// The replica's HELLO was accepted.
     Connected { node: NodeId, role: Role, hostname: String },
+    /// A handoff request from `target` was refused at once (the replica is told why).
+    HandoffRefused { target: NodeId, why: String },
     /// Start streaming database `name` to the replica, from `from` (its announced
     /// position; `None`: it has no copy).
     Stream { name: String, from: Option<Pos> },
@@ -51,6 +53,17 @@ enum State {
     AwaitHello,
     AwaitPositions { peer: Hello },
     Serving { peer: Hello },
+}
+
+/// Why the lease cannot be offered to a session's replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OfferRefused {
+    #[error("the replica's session is still starting")]
+    NotReady,
+    #[error("the replica is not a candidate")]
+    NotCandidate,
+    #[error("a handoff is in progress")]
+    InProgress,
 }
 
 /// See the module docs.
@@ -173,11 +186,14 @@ impl PrimarySession {
                     (!self.can_hand_over).then(|| "no lease actor".to_owned())
                 };
                 match why {
-                    Some(why) => self.transmits.push_back(Frame::Handoff {
-                        epoch: self.id.epoch,
-                        target,
-                        token: format!("refused: {why}"),
-                    }),
+                    Some(why) => {
+                        self.transmits.push_back(Frame::Handoff {
+                            epoch: self.id.epoch,
+                            target,
+                            token: format!("refused: {why}"),
+                        });
+                        self.events.push_back(PrimaryEvent::HandoffRefused { target, why });
+                    }
                     None => {
                         self.handing_over = true;
                         let to = Holder {
@@ -208,6 +224,25 @@ impl PrimarySession {
         if matches!(self.state, State::Serving { .. }) {
             self.stream(name, None);
         }
+    }
+
+    /// `POST /handoff`: offers the lease to this session's replica, which answers with a
+    /// request of its own (a HANDOFF carrying its lease token) if it is a candidate.
+    pub fn handle_offer(&mut self) -> Result<(), OfferRefused> {
+        let State::Serving { peer } = &self.state else { return Err(OfferRefused::NotReady) };
+        if peer.role != Role::Candidate {
+            return Err(OfferRefused::NotCandidate);
+        }
+        if self.handing_over {
+            return Err(OfferRefused::InProgress);
+        }
+        let target = peer.node_id;
+        self.transmits.push_back(Frame::Handoff {
+            epoch: self.id.epoch,
+            target,
+            token: super::replica::HANDOFF_OFFER.to_owned(),
+        });
+        Ok(())
     }
 
     /// The handoff asked for by [`PrimaryEvent::HandOver`] ended: the replica gets the
@@ -338,6 +373,27 @@ mod tests {
         s.handle_frame(Millis(0), Frame::PosMap(Vec::new()), true, Vec::new).unwrap();
         drain(&mut s);
         s
+    }
+
+    #[test]
+    fn the_lease_is_offered_to_candidates_only_and_one_at_a_time() {
+        let mut s = serving(Role::Replica);
+        assert_eq!(s.handle_offer(), Err(OfferRefused::NotCandidate));
+        let mut s = PrimarySession::new(primary(), Millis(0), true);
+        assert_eq!(s.handle_offer(), Err(OfferRefused::NotReady));
+        let mut s = serving(Role::Candidate);
+        s.handle_offer().unwrap();
+        let (f, _) = drain(&mut s);
+        assert!(
+            matches!(&f[..], [Frame::Handoff { token, epoch: Epoch(5), .. }] if token == "offer"),
+            "{f:?}"
+        );
+        // The replica asks; while that handoff runs, no second offer.
+        let ask = Frame::Handoff { epoch: Epoch(5), target: NodeId(2), token: "sess".into() };
+        s.handle_frame(Millis(1), ask, true, Vec::new).unwrap();
+        let (_, e) = drain(&mut s);
+        assert!(matches!(&e[..], [PrimaryEvent::HandOver { .. }]), "{e:?}");
+        assert_eq!(s.handle_offer(), Err(OfferRefused::InProgress));
     }
 
     #[test]

@@ -22,7 +22,12 @@ use bytes::Bytes;
 
 use super::{Identity, SessionError, check, fence};
 use crate::core::types::{ClusterId, Epoch, Millis, Pos};
-use crate::core::wire::{DbPos, ErrorCode, Frame, LtxKind, Received};
+use crate::core::wire::{DbPos, ErrorCode, Frame, LtxKind, Received, Role};
+
+/// The token of a HANDOFF from the primary that offers the lease to the replica
+/// (`protocol.md` §4.9): the replica answers with a request of its own. Never a lease
+/// backend's token (Consul's are UUIDs).
+pub const HANDOFF_OFFER: &str = "offer";
 
 /// `lease.promote`: a refused handoff request is asked again after this long.
 pub const PROMOTE_RETRY_MS: u64 = 5_000;
@@ -140,7 +145,17 @@ impl ReplicaSession {
             // The primary's answer to a handoff request (§12).
             (State::Following, Frame::Handoff { epoch, token, .. }) => {
                 fence(epoch, seen)?;
-                if token.is_empty() {
+                if token == HANDOFF_OFFER {
+                    // The primary offers the lease (`POST /handoff`, §12): a candidate asks
+                    // for it as `litefleet promote` would; anyone else cannot take it.
+                    if self.id.role == Role::Candidate {
+                        self.want_token();
+                    } else {
+                        self.events.push_back(ReplicaEvent::PromoteFailed(
+                            "offered the lease, but this node is not a candidate".into(),
+                        ));
+                    }
+                } else if token.is_empty() {
                     self.events.push_back(ReplicaEvent::HandedOver);
                 } else {
                     self.events.push_back(ReplicaEvent::PromoteFailed(token));
@@ -451,5 +466,24 @@ mod tests {
         assert!(run.resync && run.is_full());
         let mut big = Run::start(received("a.db", LtxKind::Incremental, MAX_RUN_BYTES));
         assert!(matches!(big.offer(received("a.db", LtxKind::Incremental, 1)), Ok(Offer::Held(_))));
+    }
+
+    #[test]
+    fn an_offered_lease_is_asked_for_by_a_candidate_only() {
+        for (role, asks) in [(Role::Candidate, true), (Role::Replica, false)] {
+            let mut s = ReplicaSession::new(Identity { role, ..id() }, false);
+            s.handle_frame(Millis(0), primary_hello(5), Epoch(3), Vec::new).unwrap();
+            drain(&mut s);
+            let offer =
+                Frame::Handoff { epoch: Epoch(5), target: NodeId(2), token: "offer".into() };
+            s.handle_frame(Millis(1), offer, Epoch(5), Vec::new).unwrap();
+            let events: Vec<_> = std::iter::from_fn(|| s.poll_event()).collect();
+            assert_eq!(
+                matches!(&events[..], [ReplicaEvent::WantToken]),
+                asks,
+                "{role:?}: {events:?}"
+            );
+            assert!(std::iter::from_fn(|| s.poll_transmit()).next().is_none());
+        }
     }
 }
