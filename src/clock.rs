@@ -5,7 +5,8 @@
 //!   deadlines and the write fence, heartbeats' silence, the session and role machines'
 //!   timers), so every shell measures on one base;
 //! - [`wall_ms`]: the wall clock in Unix milliseconds (LTX timestamps, HEARTBEAT's primary
-//!   time, `.lag`, names of set-aside directories).
+//!   time, `.lag`, names of set-aside directories);
+//! - [`now`]: an [`Instant`], for durations the metrics record.
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,12 @@ pub fn instant(at: Millis) -> Instant {
 /// The monotonic reading of `at` (0 for an instant before the origin).
 pub fn millis(at: Instant) -> Millis {
     Millis(at.saturating_duration_since(origin()).as_millis() as u64)
+}
+
+/// A monotonic instant, for measuring how long something took (metrics).
+pub fn now() -> Instant {
+    #[allow(clippy::disallowed_methods)] // this module is the clock
+    Instant::now()
 }
 
 /// Unix milliseconds (0 if the clock is before 1970).

@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod lease;
 pub mod logging;
+pub mod metrics;
 pub mod mount;
 pub mod net;
 pub mod node;

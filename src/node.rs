@@ -103,6 +103,9 @@ pub struct NodeCtx {
     /// What the HTTP API shows: events, the lease as last seen, connected replicas. Its
     /// writers are named in [`crate::observe`].
     hub: Arc<crate::observe::Hub>,
+    /// `/metrics`: counters and histograms updated where things happen, gauges set before
+    /// each render (see [`crate::metrics`]).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Default for NodeCtx {
@@ -124,6 +127,7 @@ impl Default for NodeCtx {
             promote_error: Mutex::new(None),
             resync_wanted: tokio::sync::Notify::new(),
             hub: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -299,6 +303,10 @@ impl NodeCtx {
     }
 
     /// The node's event fan-out and observable state (see [`crate::observe`]).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.metrics
+    }
+
     pub fn hub(&self) -> &Arc<crate::observe::Hub> {
         &self.hub
     }

@@ -215,8 +215,15 @@ fn spawn_retention(
             let now = std::time::SystemTime::now();
             for db in store.list() {
                 match db.ltx_dir().enforce_retention(retention, now) {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(db = db.name(), removed = n, "retention"),
+                    Ok(r) => {
+                        // Hazard: a file written during the pass may be missed by the
+                        // listing; the next pass counts it.
+                        db.metrics().ltx_dir(r.files, r.bytes);
+                        db.metrics().reaped(r.removed);
+                        if r.removed > 0 {
+                            tracing::debug!(db = db.name(), removed = r.removed, "retention");
+                        }
+                    }
                     Err(e) => tracing::warn!(db = db.name(), error = %e, "retention failed"),
                 }
             }

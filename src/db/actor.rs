@@ -79,6 +79,8 @@ pub enum DbMsg {
     /// actor's, so nothing changes the file meanwhile); answers the file's checksum when
     /// it differs.
     Scrub { reply: Reply<Option<crate::core::types::Checksum>> },
+    /// Replica: copy the database file at the current position to `out` (applies wait).
+    Export { out: std::fs::File, reply: Reply<super::export::Exported> },
     /// A copy of the database state (shutdown: the checksum cache).
     State { reply: Reply<crate::core::ltx::DbState> },
     /// Timer: write the staged file.
@@ -314,6 +316,9 @@ impl DbActorState {
                 let r = self.scrub_file().map_err(LogFailure::from);
                 let _ = reply.send(r);
             }
+            DbMsg::Export { out, reply } => {
+                let _ = reply.send(self.export_file(&out).map_err(LogFailure::from));
+            }
             DbMsg::State { reply } => {
                 let _ = reply.send(Ok(self.log.state.clone()));
             }
@@ -328,6 +333,26 @@ impl DbActorState {
                 }
             }
         }
+    }
+
+    /// Replica: copies the database file at the current position to `out`.
+    fn export_file(&self, out: &std::fs::File) -> Result<super::export::Exported, DbError> {
+        let t0 = crate::clock::now();
+        let state = &self.log.state;
+        let Some(f) = self.apply.file(super::FileKind::Database) else {
+            return Err(DbError::NotFound("database"));
+        };
+        let commit = state.checksums.page_count();
+        if state.page_size == 0 || state.pos.txid.0 == 0 || self.log.deleted {
+            return Err(DbError::NotFound("database"));
+        }
+        super::export::copy_prefix(&f, out, u64::from(state.page_size) * u64::from(commit))?;
+        Ok(super::export::Exported {
+            pos: state.pos,
+            page_size: state.page_size,
+            commit,
+            locked: t0.elapsed(),
+        })
     }
 
     /// The database file's checksum if it differs from the position's (a replica's file is

@@ -16,6 +16,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::FileExt;
+use std::time::Instant;
 
 use super::pages::{Backing, db_page_count, read_header};
 use super::waltxn::{self, TxnFiles};
@@ -23,6 +24,7 @@ use super::{Commit, Db, DbError, FileKind, Inner, SyncPoint, now_ms};
 use crate::core::commit::{JournalEvent, ReadAt, WalWrite};
 use crate::core::sqlite::{DbHeader, JournalMode};
 use crate::core::types::PageNo;
+use crate::metrics::WriteKind;
 
 /// Casts a database actor may have queued before the FUSE side waits for it to catch up.
 const MAX_INFLIGHT: usize = 256;
@@ -36,6 +38,13 @@ impl Db {
         data: &[u8],
         offset: u64,
     ) -> Result<(usize, SyncPoint), DbError> {
+        let t0 = crate::clock::now();
+        self.metrics.write(match kind {
+            FileKind::Database => WriteKind::Database,
+            FileKind::Journal => WriteKind::Journal,
+            FileKind::Wal => WriteKind::Wal,
+            FileKind::Shm => WriteKind::Shm,
+        });
         if kind == FileKind::Shm {
             // Shared memory, no commit in it: never behind the commit lock. Hazard avoided:
             // the replica applier writes the wal-index header through the mount, and a
@@ -64,7 +73,7 @@ impl Db {
                 if inner.rollback.on_journal_write(offset, data) == JournalEvent::Finalized {
                     let done = self.commit_rollback(&mut inner)?;
                     f.write_all_at(data, offset)?;
-                    return Ok((data.len(), self.sync_point(done)?));
+                    return Ok((data.len(), self.committed(t0, done)?));
                 }
                 f.write_all_at(data, offset)?;
             }
@@ -85,7 +94,7 @@ impl Db {
                 let ps = inner.page_size;
                 if inner.wal.on_write(offset, data, ps) == WalWrite::MaybeCommit {
                     let done = self.commit_wal(&mut inner, &f)?;
-                    return Ok((data.len(), self.sync_point(done)?));
+                    return Ok((data.len(), self.committed(t0, done)?));
                 }
             }
             // Answered above, without the lock.
@@ -187,6 +196,7 @@ impl Db {
 
     /// Sets the backing file's length (a rollback-journal commit in TRUNCATE mode).
     pub fn truncate(&self, kind: FileKind, size: u64) -> Result<SyncPoint, DbError> {
+        let t0 = crate::clock::now();
         if kind == FileKind::Shm {
             // As in [`Db::write`]: never behind the commit lock.
             let f = self.file(kind).ok_or(DbError::NotFound(kind.backing_name()))?;
@@ -210,7 +220,7 @@ impl Db {
         {
             let done = self.commit_rollback(&mut inner)?;
             f.set_len(size)?;
-            return self.sync_point(done);
+            return self.committed(t0, done);
         }
         f.set_len(size)?;
         match kind {
@@ -301,6 +311,7 @@ impl Db {
     /// Unlinks the backing file of an auxiliary file (`-journal`, `-wal`, `-shm`); in
     /// DELETE mode, the journal's unlink is a commit.
     pub fn unlink(&self, kind: FileKind) -> Result<SyncPoint, DbError> {
+        let t0 = crate::clock::now();
         let mut inner = self.lock();
         self.check_writable()?;
         if self.file(kind).is_none() {
@@ -322,7 +333,17 @@ impl Db {
         if kind == FileKind::Wal {
             inner.wal.reset();
         }
-        self.sync_point(done)
+        self.committed(t0, done)
+    }
+
+    /// [`Db::sync_point`] of a write that began at `t0`; a commit's time goes to
+    /// `litefleet_commit_seconds`.
+    fn committed(&self, t0: Instant, done: bool) -> Result<SyncPoint, DbError> {
+        let p = self.sync_point(done)?;
+        if done {
+            self.metrics.commit_latency(t0.elapsed());
+        }
+        Ok(p)
     }
 
     /// Whether a rollback-journal transaction is in progress: the journal's header carries

@@ -16,6 +16,35 @@ use crate::core::ltx::{FLAG_COMPRESS_LZ4, Header, LtxWriter, PageChecksums, page
 use crate::core::types::{Checksum, NodeId, PageNo, Pos, Txid};
 
 impl Db {
+    /// Takes the commit lock once the file is at a position: pending writes outside a
+    /// transaction are recorded, and a rollback-journal transaction whose pages are already
+    /// in the file is waited out (up to 10 s, then an error the caller retries). Blocking.
+    pub(super) fn lock_at_position(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, super::Inner>, DbError> {
+        #[allow(clippy::disallowed_methods)] // the shell owns the clock
+        let started = std::time::Instant::now();
+        loop {
+            let mut inner = self.lock();
+            let _ = self.end_loose(&mut inner)?;
+            // Only pages a rollback transaction already wrote are off the position: a hot
+            // journal with none (just begun, or a copy of one placed beside the database, as
+            // SQLite's faultsim_save does) leaves the file at its position. Waiting on the
+            // journal alone never ended for such a copy (tkt-f3e5abed55.test).
+            if !inner.rollback.has_dirty() || !self.journal_active()? {
+                return Ok(inner);
+            }
+            drop(inner);
+            if started.elapsed() > std::time::Duration::from_secs(10) {
+                return Err(DbError::Io(io::Error::other(
+                    "a rollback-journal transaction has been in progress for 10 s; the \
+                     snapshot is retried",
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
     /// A snapshot LTX file (MinTXID 1) of the database at its current position, as SQLite
     /// sees it (database file plus committed WAL frames), for a replica that needs one.
     /// Blocking: holds the database's commit lock while it reads every page, so the image
@@ -27,27 +56,7 @@ impl Db {
     /// file in either state once made the snapshot check fail and marked a healthy database
     /// damaged (found by SQLite's jrnlmode3.test with a replica attached).
     pub fn snapshot(&self) -> Result<(Pos, Vec<u8>), DbError> {
-        #[allow(clippy::disallowed_methods)] // the shell owns the clock
-        let started = std::time::Instant::now();
-        let inner = loop {
-            let mut inner = self.lock();
-            let _ = self.end_loose(&mut inner)?;
-            // Only pages a rollback transaction already wrote are off the position: a hot
-            // journal with none (just begun, or a copy of one placed beside the database, as
-            // SQLite's faultsim_save does) leaves the file at its position. Waiting on the
-            // journal alone never ended for such a copy (tkt-f3e5abed55.test).
-            if !inner.rollback.has_dirty() || !self.journal_active()? {
-                break inner;
-            }
-            drop(inner);
-            if started.elapsed() > std::time::Duration::from_secs(10) {
-                return Err(DbError::Io(io::Error::other(
-                    "a rollback-journal transaction has been in progress for 10 s; the \
-                     snapshot is retried",
-                )));
-            }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        };
+        let inner = self.lock_at_position()?;
         self.barrier(false)?;
         let pos = self.pos();
         let ps = inner.page_size;

@@ -88,6 +88,7 @@ pub struct LtxLog {
     pub(super) own_since: Option<Txid>,
     /// The node's event fan-out (`/events`), and this database's name as events carry it.
     hub: Option<(Arc<crate::observe::Hub>, Arc<str>)>,
+    metrics: Option<Arc<crate::metrics::DbMetrics>>,
 }
 
 /// File under `dbs/<name>/` holding [`LtxLog::own_since`] (a decimal TXID).
@@ -110,13 +111,20 @@ impl LtxLog {
             last_ltx_ms: Arc::new(AtomicI64::new(0)),
             own_since: None,
             hub: None,
+            metrics: None,
         }
         .with_own_since()
     }
 
-    /// Publishes every transaction from now on to `hub` (`/events`).
-    pub fn set_hub(&mut self, hub: Arc<crate::observe::Hub>) {
+    /// Publishes every transaction from now on to `hub` (`/events`) and counts them in
+    /// `metrics`.
+    pub fn set_observers(
+        &mut self,
+        hub: Arc<crate::observe::Hub>,
+        metrics: Arc<crate::metrics::DbMetrics>,
+    ) {
         self.hub = Some((hub, Arc::from(self.name.as_str())));
+        self.metrics = Some(metrics);
     }
 
     /// Tells the hub about transactions `min..=pos.txid` (nothing is built without a
@@ -300,6 +308,9 @@ impl LtxLog {
         st.txns += 1;
         self.pos_tx.send_replace(post);
         self.publish(txid, post, c.page_size, c.commit, c.timestamp_ms);
+        if let Some(m) = &self.metrics {
+            m.txns(txid, txid, Some(crate::clock::now()));
+        }
         tracing::trace!(db = %self.name, pos = %post, "staged");
         Ok(())
     }
@@ -321,10 +332,11 @@ impl LtxLog {
             .encode(st.pre, st.post, st.page_size, st.commit, st.timestamp_ms, st.wal, &pages)
             .and_then(|file| {
                 let min = st.pre.txid.next().unwrap_or(st.post.txid);
-                Ok(self.dir.write_file(min, st.post.txid, &file, false)?)
+                Ok((self.dir.write_file(min, st.post.txid, &file, false)?, file.len()))
             });
         match written {
-            Ok(path) => {
+            Ok((path, len)) => {
+                self.note_written(len);
                 self.unsynced.push(path);
                 self.last_ltx_ms.store(st.timestamp_ms, Ordering::Relaxed);
                 tracing::debug!(db = %self.name, pos = %st.post, txns = st.txns,
@@ -335,6 +347,12 @@ impl LtxLog {
                 self.staged = Some(st);
                 Err(e)
             }
+        }
+    }
+
+    fn note_written(&self, len: usize) {
+        if let Some(m) = &self.metrics {
+            m.ltx_written(len);
         }
     }
 
@@ -389,6 +407,10 @@ impl LtxLog {
         let post = Pos { txid, checksum: PageChecksums::new().checksum() };
         let file = self.encode(pre, post, page_size, 0, timestamp_ms, None, &[])?;
         self.dir.write_file(txid, txid, &file, true)?;
+        self.note_written(file.len());
+        if let Some(m) = &self.metrics {
+            m.txns(txid, txid, Some(crate::clock::now()));
+        }
         self.sync()?;
         let _ = self.events.send(Arc::new(Committed { pre, pos: post, ltx: file.into() }));
         self.state = DbState { pos: post, page_size, checksums: PageChecksums::new() };
@@ -408,6 +430,7 @@ impl LtxLog {
     pub fn store_received(&mut self, min: Txid, max: Txid, ltx: &[u8]) -> Result<(), DbError> {
         self.flush()?;
         let path = self.dir.write_file(min, max, ltx, false)?;
+        self.note_written(ltx.len());
         self.unsynced.push(path);
         Ok(())
     }
@@ -425,6 +448,10 @@ impl LtxLog {
         // A snapshot is one event at its position, not one per TXID it covers.
         let min = if inc.snapshot { self.state.pos.txid } else { inc.min_txid };
         self.publish(min, self.state.pos, inc.page_size, inc.commit, inc.timestamp_ms);
+        if let Some(m) = &self.metrics {
+            m.txns(min, self.state.pos.txid, None);
+            m.applied(inc.timestamp_ms, crate::clock::wall_ms(), inc.snapshot);
+        }
         tracing::debug!(db = %self.name, %pre, pos = %self.state.pos, "applied");
     }
 
@@ -468,6 +495,10 @@ impl LtxLog {
         // Both directories: the files must be in exactly one place after a crash.
         File::open(dest)?.sync_all()?;
         self.dir.sync_dir()?;
+        if let Some(m) = &self.metrics {
+            m.set_aside(names.len());
+            m.ltx_dir(0, 0);
+        }
         // This node's own unconfirmed transactions are in the files set aside: kept there,
         // and the snapshot that follows may replace them here.
         self.confirm_own();

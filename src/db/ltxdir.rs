@@ -113,18 +113,53 @@ impl LtxDir {
     }
 
     /// Deletes files whose mtime is older than `retention` before `now`, always keeping the
-    /// newest. Returns how many were removed.
-    pub fn enforce_retention(&self, retention: Duration, now: SystemTime) -> io::Result<usize> {
+    /// newest. Says what it removed and what is left.
+    pub fn enforce_retention(&self, retention: Duration, now: SystemTime) -> io::Result<Retained> {
         let files = self.list()?;
-        let mut n = 0;
-        let Some((_, keep)) = files.split_last() else { return Ok(0) };
+        let mut r = Retained::default();
+        let Some(((_, _, newest), keep)) = files.split_last() else { return Ok(r) };
         for (_, _, path) in keep {
-            let mtime = fs::metadata(path)?.modified()?;
-            if now.duration_since(mtime).unwrap_or_default() > retention {
+            let md = match fs::metadata(path) {
+                Ok(md) => md,
+                // Moved aside or set aside meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            if now.duration_since(md.modified()?).unwrap_or_default() > retention {
                 fs::remove_file(path)?;
-                n += 1;
+                r.removed += 1;
+            } else {
+                r.files += 1;
+                r.bytes += md.len();
             }
         }
-        Ok(n)
+        if let Ok(md) = fs::metadata(newest) {
+            r.files += 1;
+            r.bytes += md.len();
+        }
+        Ok(r)
     }
+
+    /// How many files `ltx/` holds and their total size.
+    pub fn usage(&self) -> io::Result<(usize, u64)> {
+        let mut n = 0;
+        let mut bytes = 0;
+        for (_, _, path) in self.list()? {
+            if let Ok(md) = fs::metadata(&path) {
+                n += 1;
+                bytes += md.len();
+            }
+        }
+        Ok((n, bytes))
+    }
+}
+
+/// What a retention pass did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retained {
+    /// Files removed.
+    pub removed: usize,
+    /// Files left, and their total size.
+    pub files: usize,
+    pub bytes: u64,
 }

@@ -40,6 +40,7 @@ mod acks;
 mod actor;
 mod cache;
 mod commit;
+pub mod export;
 mod files;
 mod image;
 mod log;
@@ -196,6 +197,8 @@ pub struct Db {
     /// Bumped on every change of `acks`: waiters for one replica's acknowledgement
     /// (handoff, shutdown) wake on it instead of polling.
     ack_seq: watch::Sender<u64>,
+    /// This database's metrics (shared with its LTX log).
+    metrics: Arc<crate::metrics::DbMetrics>,
 }
 
 fn now_ms() -> i64 {
@@ -222,7 +225,8 @@ impl Db {
             }
         }
         let mut log = LtxLog::new(name, ltx.clone(), opts);
-        log.set_hub(node.hub().clone());
+        let metrics = node.metrics().db(name);
+        log.set_observers(node.hub().clone(), metrics.clone());
         let db = Db {
             name: name.to_owned(),
             dir,
@@ -249,8 +253,12 @@ impl Db {
             acks: Mutex::new(Quorum::default()),
             replicated: watch::Sender::new(Txid::ZERO),
             ack_seq: watch::Sender::new(0),
+            metrics,
         };
         recover::recover(&db, &mut log)?;
+        if let Ok((n, bytes)) = db.ltx.usage() {
+            db.metrics.ltx_dir(n, bytes);
+        }
         {
             let mut inner = db.lock();
             inner.page_count = log.state.checksums.page_count();
@@ -277,6 +285,10 @@ impl Db {
 
     pub fn ltx_dir(&self) -> &LtxDir {
         &self.ltx
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::DbMetrics> {
+        &self.metrics
     }
 
     /// The current position (of the last LTX file written).

@@ -47,6 +47,7 @@ use fuser::{
 };
 
 use crate::db::{Db, DbError, FileKind, SyncPoint};
+use crate::metrics::FuseOp;
 use crate::node::KernelCache;
 use crate::store::Store;
 use inodes::{Inodes, LAG_INO, Node, PRIMARY_INO, ROOT};
@@ -411,8 +412,10 @@ impl Fs {
     ) {
         let Some(txid) = point.0 else { return done(Ok(())) };
         let db = db.clone();
+        let t0 = crate::clock::now();
         self.store.rt().spawn(async move {
             let r = db.replicated(txid).await;
+            db.metrics().sync_wait(t0.elapsed());
             if let Err(e) = &r {
                 tracing::error!(db = db.name(), error = %e, "commit not confirmed");
             }
@@ -703,6 +706,7 @@ impl Filesystem for Fs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        self.store.node().metrics().fuse_op(FuseOp::Lookup);
         match self.lookup_name(parent, name).and_then(|n| Ok((n, self.attr(n, None)?))) {
             Ok((n, attr)) => reply.entry(&entry_ttl(n, parent, name), &attr, Generation(0)),
             Err(Errno::ENOENT) => {
@@ -720,6 +724,7 @@ impl Filesystem for Fs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        self.store.node().metrics().fuse_op(FuseOp::Getattr);
         match self.node(ino).ok_or(Errno::ENOENT).and_then(|n| self.attr(n, fh)) {
             Ok(mut attr) => {
                 // The number asked about, even if the file is now known by another.
@@ -748,6 +753,7 @@ impl Filesystem for Fs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Setattr);
         let node = self.node(ino);
         if let Some(Node::Local(l)) = node {
             let rel = self.table().path(l);
@@ -798,6 +804,7 @@ impl Filesystem for Fs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         match self.node(ino) {
             Some(Node::Local(l)) => {
                 match self.local_path(l).and_then(|rel| self.local.readlink(&rel).map_err(io_errno))
@@ -811,6 +818,7 @@ impl Filesystem for Fs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        self.store.node().metrics().fuse_op(FuseOp::Open);
         let writing = flags.acc_mode() != fuser::OpenAccMode::O_RDONLY;
         match self.node(ino) {
             Some(Node::Local(l)) => {
@@ -876,6 +884,7 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Read);
         if let Some(Node::Local(_)) = self.node(ino) {
             let rel = self.node(ino).and_then(|n| match n {
                 Node::Local(l) => self.table().path(l),
@@ -931,6 +940,7 @@ impl Filesystem for Fs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Write);
         match self.node(ino) {
             Some(Node::Pos(id)) => return self.wait_pos(id, data, reply),
             Some(Node::Promote) => return self.promote(data.len() as u32, reply),
@@ -988,6 +998,7 @@ impl Filesystem for Fs {
         _lo: LockOwner,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         // ENOSYS makes the kernel stop sending FLUSH on every close (`no_flush`): nothing
         // needs it (writes are synchronous, there is no writeback cache), it saves a round
         // trip per close, and — the reason it matters — a node killed with -9 while it
@@ -1008,6 +1019,7 @@ impl Filesystem for Fs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Release);
         // A local file's handle (also one opened before the file became a database).
         if fh.0 != 0 {
             self.local.release(fh.0);
@@ -1031,6 +1043,7 @@ impl Filesystem for Fs {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Fsync);
         match self.node(ino) {
             Some(Node::Pos(_)) => reply.ok(),
             Some(Node::Local(l)) => {
@@ -1054,6 +1067,7 @@ impl Filesystem for Fs {
         _ds: bool,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         // SQLite fsyncs the directory to make a new journal's entry durable. The fsync of the
         // journal's backing file already did that (ext4 commits or syncs the parent of a
         // new inode), and LTX durability never depends on it (see `crate::db`).
@@ -1068,6 +1082,7 @@ impl Filesystem for Fs {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Readdir);
         let mut entries: Vec<(INodeNo, FileType, std::ffi::OsString)> = vec![
             (ino, FileType::Directory, ".".into()),
             (INodeNo(ROOT), FileType::Directory, "..".into()),
@@ -1138,6 +1153,7 @@ impl Filesystem for Fs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         let path = std::ffi::CString::new(self.store.root().as_os_str().as_encoded_bytes())
             .unwrap_or_default();
         // SAFETY: `path` is a valid NUL-terminated string and `st` a properly sized out
@@ -1169,6 +1185,7 @@ impl Filesystem for Fs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Create);
         let made = self.create_file(parent, name, mode & !umask);
         match made.and_then(|(n, fh)| Ok((n, self.attr(n, Some(FileHandle(fh)))?, fh))) {
             Ok((n, attr, fh)) => reply.created(
@@ -1192,6 +1209,7 @@ impl Filesystem for Fs {
         _rdev: u32,
         reply: ReplyEntry,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         // Regular files only: no devices, FIFOs or sockets on the mount.
         if mode & libc::S_IFMT != libc::S_IFREG {
             return reply.error(Errno::EPERM);
@@ -1210,6 +1228,7 @@ impl Filesystem for Fs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.store.node().metrics().fuse_op(FuseOp::Unlink);
         let node = match self.lookup_name(parent, name) {
             Ok(n) => n,
             // An auxiliary file that went with its database's deletion: the kernel may
@@ -1291,6 +1310,7 @@ impl Filesystem for Fs {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         if parent.0 == ROOT && Self::reserved(name) {
             return reply.error(Errno::EACCES);
         }
@@ -1305,6 +1325,7 @@ impl Filesystem for Fs {
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         let res = match self.lookup_name(parent, name) {
             Ok(Node::Local(l)) => self.local_path(l).and_then(|rel| {
                 self.local.rmdir(&rel).map_err(io_errno)?;
@@ -1328,6 +1349,7 @@ impl Filesystem for Fs {
         target: &std::path::Path,
         reply: ReplyEntry,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         if parent.0 == ROOT && Self::reserved(link_name) {
             return reply.error(Errno::EACCES);
         }
@@ -1351,6 +1373,7 @@ impl Filesystem for Fs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Rename);
         let res = (|| {
             let src = self.lookup_name(parent, name)?;
             self.rename_allowed(src, newparent, newname)?;
@@ -1387,6 +1410,7 @@ impl Filesystem for Fs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        self.store.node().metrics().fuse_op(FuseOp::Other);
         // Local files only: a database grows by SQLite's page writes (EOPNOTSUPP makes
         // SQLite and glibc fall back to writes).
         let Some(Node::Local(_)) = self.node(ino) else {

@@ -17,7 +17,9 @@ mod events;
 mod handoff;
 mod health;
 mod info;
+mod metrics;
 mod promote;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +44,8 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_BUF: usize = 128 * 1024;
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 1024;
+/// How often unscraped histogram samples are drained.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +114,9 @@ pub fn router(api: Arc<Api>) -> Router {
         .route("/info", get(info::info))
         .route("/events", get(events::events))
         .route("/health", get(health::health))
+        .route("/metrics", get(metrics::metrics))
+        .route("/export", get(transfer::export))
+        .route("/import", post(transfer::import))
         .route("/promote", post(promote::promote))
         .route("/handoff", post(handoff::handoff))
         .with_state(api)
@@ -123,11 +130,24 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    transfer::remove_leftovers(api.store.root());
     let node_hdr = HeaderValue::from_str(&api.cfg.node_id.to_string()).ok();
     let cluster_hdr = HeaderValue::from_str(&api.store.cluster_id().to_string()).ok();
     let app = router(api.clone());
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tracing::info!(addr = %listener.local_addr()?, "serving the HTTP API");
+    // Histogram samples queue until a render drains them: drained here when nobody
+    // scrapes, so memory stays bounded. Ends with the server.
+    let metrics = api.store.node().metrics().clone();
+    let mut stop = shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(UPKEEP_EVERY) => metrics.upkeep(),
+                () = stopped(&mut stop) => return,
+            }
+        }
+    });
     loop {
         // invariant: the semaphore is never closed.
         let permit = tokio::select! {

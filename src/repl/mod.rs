@@ -133,16 +133,18 @@ pub fn file_pos(ltx: &[u8]) -> Option<(Header, Pos)> {
 /// `resync` (the replica's history is not the primary's).
 pub async fn send_ltx(
     wr: &mut Writer,
-    name: &str,
+    db: &crate::db::Db,
     epoch: Epoch,
     ltx: Bytes,
     resync: bool,
 ) -> Result<(), ReplError> {
     let (h, _) = file_pos(&ltx).ok_or(ReplError::ShortFile(ltx.len()))?;
+    let kind = LtxKind::of(&h, resync);
+    db.metrics().sent(ltx.len(), matches!(kind, LtxKind::Snapshot | LtxKind::Resync));
     let begin = LtxBegin {
-        name: name.to_owned(),
+        name: db.name().to_owned(),
         epoch,
-        kind: LtxKind::of(&h, resync),
+        kind,
         min_txid: h.min_txid,
         max_txid: h.max_txid,
         size: ltx.len() as u64,

@@ -193,7 +193,12 @@ async fn connection(
                         listed = Some(node.hub().replica_connected(info, tx));
                     }
                     acks = Some((
-                        Acks { store: store.clone(), node: peer, conn: next_conn() },
+                        Acks {
+                            store: store.clone(),
+                            node: peer,
+                            hostname: hostname.clone(),
+                            conn: next_conn(),
+                        },
                         counts,
                     ));
                 }
@@ -206,6 +211,7 @@ async fn connection(
                     tracing::trace!(db = %name, %pos, "ack");
                     if let (Some(db), Some((a, counts))) = (store.get(&name), &acks) {
                         db.note_ack(a.node, a.conn, pos.txid, *counts);
+                        db.metrics().acked(a.node, &a.hostname, pos.txid, crate::clock::now());
                     }
                 }
                 PrimaryEvent::HandoffRefused { target, why } => {
@@ -442,6 +448,8 @@ pub async fn drain(store: &Arc<Store>, within: Duration) -> Result<Drained, Hand
 struct Acks {
     store: Arc<Store>,
     node: NodeId,
+    /// The replica's HELLO hostname (its metrics' `replica` label).
+    hostname: String,
     conn: u64,
 }
 
@@ -494,7 +502,7 @@ async fn db_stream(
                 match events.recv().await {
                     Ok(c) => match feed.live(c.pre, c.pos) {
                         Live::Send => {
-                            send_ltx(&mut wr, &name, epoch, c.ltx.clone(), false).await?;
+                            send_ltx(&mut wr, &db, epoch, c.ltx.clone(), false).await?;
                             feed.sent(c.pos);
                         }
                         Live::Skip => {}
@@ -566,14 +574,14 @@ async fn catch_up(
                         Err(()) => continue 'plan,
                     };
                     let (_, pos) = file_pos(&bytes).ok_or(ReplError::ShortFile(bytes.len()))?;
-                    send_ltx(wr, db.name(), epoch, bytes, false).await?;
+                    send_ltx(wr, db, epoch, bytes, false).await?;
                     at = Some(pos);
                 }
             }
             Plan::Deletion(i) => {
                 let bytes = Bytes::from(std::fs::read(&files[i].2)?);
                 let (_, pos) = file_pos(&bytes).ok_or(ReplError::ShortFile(bytes.len()))?;
-                send_ltx(wr, db.name(), epoch, bytes, false).await?;
+                send_ltx(wr, db, epoch, bytes, false).await?;
                 at = Some(pos);
             }
             Plan::Snapshot(_) | Plan::Resync(_) => {
@@ -589,7 +597,7 @@ async fn catch_up(
                 let (pos, bytes) = tokio::task::spawn_blocking(move || d.snapshot())
                     .await
                     .map_err(|source| ReplError::Task { what: "snapshot", source })??;
-                send_ltx(wr, db.name(), epoch, Bytes::from(bytes), resync).await?;
+                send_ltx(wr, db, epoch, Bytes::from(bytes), resync).await?;
                 at = Some(pos);
             }
         }

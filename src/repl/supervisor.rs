@@ -114,6 +114,7 @@ impl SupState {
                     node.set_writable(on);
                     if let (true, LeaseView::Primary { epoch }) = (on, self.role.view()) {
                         tracing::info!(%epoch, "this node is the primary");
+                        node.metrics().elected();
                     }
                 }
                 RoleAction::ResumeWrites => node.pause_writes(false),
@@ -134,7 +135,8 @@ impl SupState {
                     let r = self.demote().await;
                     match &r {
                         Ok(()) => {
-                            tracing::info!("demoted: this node was the primary; it follows now")
+                            tracing::info!("demoted: this node was the primary; it follows now");
+                            node.metrics().demoted();
                         }
                         Err(e) => tracing::error!(error = %e, "cannot demote this former primary \
                             yet; read-only, retrying (a restart also rejoins it as a replica)"),
@@ -168,6 +170,7 @@ impl SupState {
                 RoleAction::Depose(h) => {
                     tracing::warn!(primary = %h.hostname, silent_ms = node.primary_silent_ms(),
                         "nothing heard from the primary; suspecting it");
+                    node.metrics().suspected_primary();
                     if let Some(l) = &self.lease {
                         let _ = l.send_message(LeaseMsg::Depose);
                     }

@@ -76,8 +76,10 @@ fn crash_rounds(mode: &str, rounds: usize, mut seed: u64) {
     std::fs::write(
         root.join("litefs.yml"),
         format!(
-            "fuse: {{dir: {0}/mnt}}\ndata: {{dir: {0}/data, compress: true}}\nlease: {{type: static, candidate: true}}\n",
-            root.display()
+            "fuse: {{dir: {0}/mnt}}\ndata: {{dir: {0}/data, compress: true}}\nlease: {{type: static, candidate: true}}\n\
+             http: {{addr: \"127.0.0.1:{1}\"}}\n",
+            root.display(),
+            crate::common::cluster::free_port()
         ),
     )
     .unwrap();

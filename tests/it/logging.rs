@@ -157,9 +157,10 @@ fn node_log(name: &str, log: &str, env: Option<&str>) -> String {
         &cfg,
         format!(
             "fuse:\n  dir: {:?}\ndata:\n  dir: {:?}\nlease:\n  type: static\n  candidate: true\n\
-             log:\n{log}",
+             http:\n  addr: \"127.0.0.1:{}\"\nlog:\n{log}",
             root.join("mnt"),
             root.join("data"),
+            crate::common::cluster::free_port(),
         ),
     )
     .unwrap();

@@ -12,7 +12,9 @@ fn config(root: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "fuse:\n  dir: \"${{ROOT}}/mnt\"\ndata:\n  dir: \"${{ROOT}}/data\"\nlease:\n  type: static\n  candidate: true\n{extra}"
+            "fuse:\n  dir: \"${{ROOT}}/mnt\"\ndata:\n  dir: \"${{ROOT}}/data\"\nlease:\n  type: static\n  candidate: true\n\
+             http:\n  addr: \"127.0.0.1:{}\"\n{extra}",
+            crate::common::cluster::free_port()
         ),
     )
     .unwrap();

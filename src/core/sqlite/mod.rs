@@ -7,12 +7,14 @@
 
 mod db;
 mod journal;
+mod upload;
 mod wal;
 
 pub use db::{DbHeader, DbHeaderError, HEADER_MAGIC, JournalMode};
 pub use journal::{
     JOURNAL_HEADER_SIZE, JOURNAL_MAGIC, JournalHeader, journal_records, super_journal_name,
 };
+pub use upload::{UploadError, check_upload};
 pub use wal::{
     WAL_FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalChecksum, WalError, WalFrameHeader, WalHeader,
 };
