@@ -6,6 +6,7 @@ mod ltx;
 mod mount;
 mod replication;
 mod status;
+mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,6 +89,28 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Download a database as a plain SQLite file at one position (`GET /export`): written to
+    /// PATH.tmp, synced and renamed over PATH.
+    Export {
+        /// The database's name.
+        #[arg(long)]
+        name: String,
+        /// The node's HTTP API (any node).
+        #[arg(long, default_value = status::DEFAULT_URL)]
+        url: String,
+        path: PathBuf,
+    },
+    /// Create or replace a database from a SQLite file (`POST /import`, on the primary): the
+    /// node checks it first, then writes it as one transaction that every replica receives.
+    Import {
+        /// The database's name.
+        #[arg(long)]
+        name: String,
+        /// The primary's HTTP API.
+        #[arg(long, default_value = status::DEFAULT_URL)]
+        url: String,
+        path: PathBuf,
+    },
     /// Cluster certificates for mutual TLS between nodes.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -166,6 +189,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }),
         Command::Promote { config, mount } => promote(config, mount),
         Command::Status { url, json } => status::run(&url, json),
+        Command::Export { name, url, path } => transfer::export(&url, &name, &path),
+        Command::Import { name, url, path } => transfer::import(&url, &name, &path),
         Command::Verify { config, data_dir } => verify(config, data_dir),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })

@@ -305,6 +305,23 @@ impl Local {
         at < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENXIO)
     }
 
+    /// Whether the first 100 bytes of the file (a SQLite header's place) are zeros or
+    /// missing: nothing has written a header there.
+    pub fn header_is_zero(&self, fh: u64, rel: &Path) -> bool {
+        let Ok(f) = self.file(fh, Some(rel)) else { return false };
+        let mut b = [0u8; 100];
+        let mut got = 0;
+        while got < b.len() {
+            match f.read_at(&mut b[got..], got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        b[..got].iter().all(|&x| x == 0)
+    }
+
     /// Whether the regular file at `rel` starts with the SQLite header string.
     pub fn is_sqlite(&self, rel: &Path) -> bool {
         let Ok(f) = File::open(self.path(rel)) else { return false };

@@ -528,9 +528,14 @@ impl Fs {
             return None;
         }
         // Empty, or only a hole: SQLite with mmap on grows a new database to its final size
-        // (ftruncate, SQLITE_FCNTL_SIZE_HINT) before writing page 1.
-        let empty = self.local.holds_no_data(fh, &PathBuf::from(&name));
-        empty.then_some(name)
+        // (ftruncate, SQLITE_FCNTL_SIZE_HINT) before writing page 1. Or no header yet: a
+        // first transaction larger than SQLite's page cache spills pages 2.. to the new file
+        // before page 1 (page 1 is written last); such a file was left node-local, and so
+        // never replicated, until this case was added. Its pages become the database's: the
+        // commit records every page of a database that grew (see `commit_rollback`).
+        let rel = PathBuf::from(&name);
+        let new = self.local.holds_no_data(fh, &rel) || self.local.header_is_zero(fh, &rel);
+        new.then_some(name)
     }
 
     /// Makes the node-local root file `<db><suffix>`, if there is one, the database's file of

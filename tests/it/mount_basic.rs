@@ -46,3 +46,25 @@ fn wal_mode_commits_become_ltx_files() {
     assert!(file == image, "after a checkpoint the database file equals the replay");
     node.stop();
 }
+
+/// A new database whose first transaction is larger than SQLite's page cache: SQLite spills
+/// pages 2.. to the new file before it writes page 1. It is a database (replicated, with an
+/// LTX file), not a node-local file.
+#[test]
+fn a_first_transaction_that_spills_the_cache_creates_a_database() {
+    need::fuse();
+    need::sqlite3();
+    let root = tmp("spill-create");
+    let node = Node::start(&root);
+    node.sql(
+        "s.db",
+        "PRAGMA cache_size=10; BEGIN; CREATE TABLE t(x); WITH RECURSIVE c(i) AS (SELECT 1 \
+         UNION ALL SELECT i+1 FROM c WHERE i<20000) INSERT INTO t SELECT randomblob(100) FROM c; \
+         COMMIT;",
+    );
+    assert!(node.data.join("dbs/s.db").is_dir(), "s.db stayed a node-local file");
+    assert_eq!(node.sql("s.db", "SELECT count(*) FROM t;").trim(), "20000");
+    assert_eq!(node.pos_file("s.db").txid.0, 1);
+    check_chain(&node, "s.db");
+    node.stop();
+}
