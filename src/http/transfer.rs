@@ -294,10 +294,10 @@ async fn run_import(
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(e))) => return Err(ImportError::Body(e.to_string())),
                 Ok(Some(Ok(b))) => {
-                    // A failed send: the writer stopped on an error, reported below.
-                    if tx.send(b).await.is_err() {
-                        return Ok(());
-                    }
+                    // A failed send: the writer stopped on an error (reported below). The
+                    // rest of the body is read and dropped, so that the client, still
+                    // sending, gets the answer instead of a reset connection.
+                    let _ = tx.send(b).await;
                 }
             }
         }

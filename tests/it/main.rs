@@ -41,4 +41,5 @@ mod sqlite_suite;
 mod superjournal;
 mod sync_repl;
 mod tls;
+mod transfer;
 mod wire_codec;
