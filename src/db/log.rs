@@ -449,7 +449,8 @@ impl LtxLog {
         let min = if inc.snapshot { self.state.pos.txid } else { inc.min_txid };
         self.publish(min, self.state.pos, inc.page_size, inc.commit, inc.timestamp_ms);
         if let Some(m) = &self.metrics {
-            m.txns(min, self.state.pos.txid, None);
+            // Counted as the TXIDs the position moved by (a snapshot from nothing: all).
+            m.txns(Txid(pre.txid.0 + 1), self.state.pos.txid, None);
             m.applied(inc.timestamp_ms, crate::clock::wall_ms(), inc.snapshot);
         }
         tracing::debug!(db = %self.name, %pre, pos = %self.state.pos, "applied");

@@ -157,6 +157,11 @@ fn mutating_requests_need_loopback_or_the_token() {
     assert!(body.contains("http.token"), "{body}");
     let (status, _) = from_namespace(&lan.names[0], "POST", &url("/promote"), Some("guess"));
     assert_eq!(status, 403);
+    // Import too (its body is never read: the database is untouched).
+    let (status, body) = from_namespace(&lan.names[0], "POST", &url("/import?name=x.db"), None);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("http.token"), "{body}");
+    assert!(!c.nodes[0].data.join("dbs/x.db").exists());
 
     // With `http.token` set, the token admits the same request; a wrong one still does not.
     let mut c = c;
@@ -262,6 +267,17 @@ fn consul_promote_over_http_is_a_primary_change_in_events() {
     wait_for("the old primary to follow", CONVERGE, || {
         pi()["primary"]["hostname"] == c.nodes[r].name.as_str()
     });
+    // The metrics count the election and the demotion, and the epochs agree with /info.
+    let m = |i: usize, name: &str| {
+        crate::metrics::value(&http::get(&c.nodes[i].url("/metrics")).text(), name)
+    };
+    let new_epoch = ri()["lease"]["epoch"].as_u64().unwrap() as f64;
+    assert_eq!(m(r, "litefleet_elections_total"), Some(1.0));
+    assert_eq!(m(r, "litefs_is_primary"), Some(1.0));
+    assert_eq!(m(r, "litefleet_lease_epoch"), Some(new_epoch));
+    assert_eq!(m(p, "litefleet_demotions_total"), Some(1.0));
+    assert_eq!(m(p, "litefs_is_primary"), Some(0.0));
+    assert!(m(p, "litefleet_elections_total") >= Some(1.0));
 }
 
 /// Malformed and hostile HTTP gets HTTP's answers and the node goes on serving: garbage is

@@ -26,6 +26,7 @@ mod http_api;
 mod lease_consul;
 mod logging;
 mod ltx_vectors;
+mod metrics;
 mod mount_basic;
 mod mount_cli;
 mod mount_load;

@@ -61,6 +61,14 @@ pub fn python3() {
     }
 }
 
+/// Prometheus's server and `promtool` (Debian's `prometheus` package).
+#[track_caller]
+pub fn prometheus() {
+    if !runs("prometheus", &["--version"]) || !runs("promtool", &["--version"]) {
+        missing("needs prometheus and promtool: apt-get install prometheus");
+    }
+}
+
 /// Network namespaces: root, `ip netns` (iproute2) and `nsenter` (util-linux) to run a node
 /// inside one.
 #[track_caller]
