@@ -195,6 +195,8 @@ enum ImportError {
     Body(String),
     #[error("database {name:?} is busy (SQLite's locks were held for {waited_ms} ms): {msg}")]
     Busy { name: String, waited_ms: u64, msg: String },
+    #[error("cannot replace {name:?}: {msg}")]
+    Incompatible { name: String, msg: String },
     #[error("writing {name:?}: {msg}")]
     Write { name: String, msg: String, full: bool },
     #[error("import task: {0}")]
@@ -210,7 +212,7 @@ impl ImportError {
             | ImportError::Body(_) => StatusCode::BAD_REQUEST,
             ImportError::Idle => StatusCode::REQUEST_TIMEOUT,
             ImportError::Spool(e) => io_status(e),
-            ImportError::Busy { .. } => StatusCode::CONFLICT,
+            ImportError::Busy { .. } | ImportError::Incompatible { .. } => StatusCode::CONFLICT,
             ImportError::Write { full: true, .. } => StatusCode::INSUFFICIENT_STORAGE,
             ImportError::Write { .. } | ImportError::Task(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -243,13 +245,18 @@ pub async fn import(
     };
     match run_import(&api, &name, body, check, busy).await {
         Ok(done) => {
-            tracing::info!(db = %name, bytes = done.bytes, txid = %done.txid, "import");
+            tracing::info!(db = %name, bytes = done.bytes, txid = %done.txid,
+                upload_ms = done.upload.as_millis() as u64, check_ms = done.check.as_millis() as u64,
+                write_ms = done.write.as_millis() as u64, "import");
             let json = serde_json::json!({
                 "name": name,
                 "txID": format!("{:016x}", done.txid.0),
                 "pageSize": done.page_size,
                 "pages": done.bytes / u64::from(done.page_size),
                 "bytes": done.bytes,
+                "uploadMs": done.upload.as_millis() as u64,
+                "checkMs": done.check.as_millis() as u64,
+                "writeMs": done.write.as_millis() as u64,
             });
             (StatusCode::OK, axum::Json(json)).into_response()
         }
@@ -264,6 +271,10 @@ struct Imported {
     txid: crate::core::types::Txid,
     page_size: u32,
     bytes: u64,
+    /// Receiving the upload, checking it, writing it through the mount.
+    upload: Duration,
+    check: Duration,
+    write: Duration,
 }
 
 async fn run_import(
@@ -273,6 +284,7 @@ async fn run_import(
     check: bool,
     busy: Duration,
 ) -> Result<Imported, ImportError> {
+    let t0 = crate::clock::now();
     let file = spool(api, "import").map_err(ImportError::Spool)?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(8);
     let writer = {
@@ -307,12 +319,14 @@ async fn run_import(
     let written = writer.join().map_err(|_| ImportError::Task("upload writer panicked".into()))?;
     received?;
     let len = written.map_err(ImportError::Spool)?;
+    let upload = t0.elapsed();
     let mount = api.cfg.mount.join(name);
     let name = name.to_owned();
     let store = api.store.clone();
     let st = store.clone();
     let n = name.clone();
-    let mut done = tokio::task::spawn_blocking(move || apply(file, len, &mount, &n, check, busy))
+    let job = Job { spool: file, len, mount, name: n, check, busy, upload };
+    let mut done = tokio::task::spawn_blocking(move || apply(job))
         .await
         .map_err(|e| ImportError::Task(e.to_string()))??;
     // The commit is the database actor's once the write returned: its position, once the
@@ -331,16 +345,24 @@ async fn run_import(
     Ok(done)
 }
 
-/// Checks the spooled upload and writes it over the database through the mount.
-fn apply(
+/// An upload received, to be checked and written.
+struct Job {
     spool: Spool,
     len: u64,
-    mount: &std::path::Path,
-    name: &str,
+    /// The database's path in the mount.
+    mount: std::path::PathBuf,
+    name: String,
     check: bool,
     busy: Duration,
-) -> Result<Imported, ImportError> {
+    upload: Duration,
+}
+
+/// Checks the spooled upload and writes it over the database through the mount.
+fn apply(job: Job) -> Result<Imported, ImportError> {
     use std::os::unix::fs::FileExt;
+    let Job { spool, len, mount, name, check, busy, upload } = job;
+    let name = name.as_str();
+    let t0 = crate::clock::now();
     let mut head = [0u8; 100];
     let n = (len as usize).min(head.len());
     spool.file.read_exact_at(&mut head[..n], 0).map_err(ImportError::Spool)?;
@@ -367,6 +389,7 @@ fn apply(
             return Err(ImportError::Integrity(rows.join("; ")));
         }
     }
+    let check_time = t0.elapsed();
     let started = crate::clock::now();
     let write_err = |e: rusqlite::Error| {
         let busy_code = matches!(
@@ -380,11 +403,23 @@ fn apply(
                 msg: e.to_string(),
             };
         }
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ReadOnly) {
+            // SQLite's backup cannot change the page size of a database in WAL mode.
+            return ImportError::Incompatible {
+                name: name.to_owned(),
+                msg: format!(
+                    "{e} (a database in WAL mode keeps its page size: delete it first, or \
+                     upload a file with its page size)"
+                ),
+            };
+        }
         let full = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull);
         ImportError::Write { name: name.to_owned(), msg: e.to_string(), full }
     };
-    let mut dst = rusqlite::Connection::open(mount).map_err(write_err)?;
+    let mut dst = rusqlite::Connection::open(&mount).map_err(write_err)?;
     dst.busy_timeout(busy).map_err(write_err)?;
+    // 64 MiB of page cache: fewer spills (each one syncs the journal) on large imports.
+    dst.pragma_update(None, "cache_size", -65536).map_err(write_err)?;
     {
         let b = rusqlite::backup::Backup::new(&src, &mut dst).map_err(write_err)?;
         // One step of every page: a single write transaction on the destination.
@@ -407,5 +442,12 @@ fn apply(
         }
     }
     drop(dst);
-    Ok(Imported { txid: crate::core::types::Txid::ZERO, page_size: h.page_size, bytes: len })
+    Ok(Imported {
+        txid: crate::core::types::Txid::ZERO,
+        page_size: h.page_size,
+        bytes: len,
+        upload,
+        check: check_time,
+        write: started.elapsed(),
+    })
 }

@@ -174,6 +174,19 @@ fn imports_replace_a_database_that_replicas_serve_and_bad_uploads_change_nothing
     assert_eq!(r.json()["txID"], format!("{:016x}", 1));
     c.wait_all_at(0, "new.db", CONVERGE);
     assert_eq!(c.sql_ok(1, "new.db", "SELECT count(*) FROM t;").trim(), "500");
+    // A WAL database keeps its page size: another one is 409, nothing changed.
+    assert_eq!(c.sql_ok(0, "new.db", "PRAGMA journal_mode;").trim(), "wal");
+    let at = c.pos(0, "new.db");
+    let big_pages = root.join("8k.db");
+    let _ = std::fs::remove_file(&big_pages);
+    let (ok, out) =
+        sql_at(&big_pages, "PRAGMA page_size=8192; CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+    assert!(ok, "{out}");
+    let r = http::post(&c.nodes[0].url("/import?name=new.db"), std::fs::read(&big_pages).unwrap());
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert!(r.text().contains("page size"), "{}", r.text());
+    assert_eq!(c.pos(0, "new.db"), at);
+    assert_eq!(c.sql_ok(0, "new.db", "SELECT count(*) FROM t;").trim(), "500");
 }
 
 #[test]
