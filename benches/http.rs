@@ -8,6 +8,7 @@
 //!    loopback, in MB/s, beside `sqlite3 .backup` and `VACUUM INTO` of the same file on the
 //!    same disk; with the time writes waited for the export's copy.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
@@ -24,7 +25,7 @@ use litefleet::store::Store;
 use rusqlite::Connection;
 
 const CASE_TIME: Duration = Duration::from_secs(3);
-const ROUNDS: usize = 5;
+const ROUNDS: usize = 4;
 
 /// One HTTP/1.1 request on a fresh connection; returns the status line and the body length.
 fn get(addr: SocketAddr, path: &str) -> (String, usize) {
@@ -37,32 +38,58 @@ fn get(addr: SocketAddr, path: &str) -> (String, usize) {
     (status, out.len())
 }
 
-/// Commits for `CASE_TIME`; returns commits per second.
+/// CPU time (user + system) of this whole process so far: the node, SQLite, and the
+/// scraper and follower threads.
+fn cpu() -> Duration {
+    // SAFETY: getrusage fills the struct it is given.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// One round's result.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    per_s: f64,
+    /// CPU microseconds the process spent per commit.
+    cpu_us: f64,
+}
+
+/// When each commit of a round returned, by TXID.
+type Done = Vec<(u64, Instant)>;
+
+/// Commits for `CASE_TIME`.
 #[allow(clippy::disallowed_methods)]
-fn commits(conn: &Connection) -> f64 {
+fn commits(conn: &Connection, db: &litefleet::db::Db) -> (Round, Done) {
     let row = vec![0x5au8; 200];
     let mut stmt = conn.prepare_cached("INSERT INTO t(v) VALUES (?1)").unwrap();
+    // Each INSERT is one transaction: one TXID each, from the position before the round.
+    let first = db.pos().txid.0;
+    let mut done = Vec::with_capacity(40_000);
+    let c0 = cpu();
     let start = Instant::now();
     let mut n = 0u64;
     while start.elapsed() < CASE_TIME {
         stmt.execute([&row]).unwrap();
         n += 1;
+        done.push((first + n, Instant::now()));
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let per_s = n as f64 / start.elapsed().as_secs_f64();
+    (Round { per_s, cpu_us: (cpu() - c0).as_secs_f64() * 1e6 / n as f64 }, done)
 }
 
 /// Runs `f` while a thread scrapes `/metrics` every 100 ms and another follows `/events`;
-/// returns `f`'s result, the scrapes made and the event lines read.
+/// returns `f`'s result, the scrapes made and when each `tx` event (by TXID) was read.
 #[allow(clippy::disallowed_methods)]
 fn observed<T>(
     addr: SocketAddr,
     metrics: bool,
-    events: bool,
+    events: Option<&'static str>,
     f: impl FnOnce() -> T,
-) -> (T, u64, u64) {
+) -> (T, u64, Done) {
     let stop = Arc::new(AtomicBool::new(false));
     let scrapes = Arc::new(AtomicU64::new(0));
-    let lines = Arc::new(AtomicU64::new(0));
     let scraper = {
         let (stop, scrapes) = (stop.clone(), scrapes.clone());
         std::thread::spawn(move || {
@@ -75,13 +102,12 @@ fn observed<T>(
         })
     };
     let follower = {
-        let (stop, lines) = (stop.clone(), lines.clone());
+        let stop = stop.clone();
         std::thread::spawn(move || {
-            if !events {
-                return;
-            }
+            let mut seen: Done = Vec::with_capacity(40_000);
+            let Some(path) = events else { return seen };
             let mut s = TcpStream::connect(addr).unwrap();
-            write!(s, "GET /events HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
+            write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
             s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
             let mut r = BufReader::new(s);
             let mut line = String::new();
@@ -90,20 +116,24 @@ fn observed<T>(
                 match r.read_line(&mut line) {
                     Ok(0) => break,
                     Ok(_) => {
-                        if line.contains("\"type\"") {
-                            lines.fetch_add(1, Ordering::Relaxed);
+                        if let Some(i) = line.find("\"txID\":\"") {
+                            let hex = &line[i + 8..(i + 24).min(line.len())];
+                            if let Ok(t) = u64::from_str_radix(hex, 16) {
+                                seen.push((t, Instant::now()));
+                            }
                         }
                     }
                     Err(_) => {} // read timeout: look at `stop` again
                 }
             }
+            seen
         })
     };
     let out = f();
     stop.store(true, Ordering::Relaxed);
     scraper.join().unwrap();
-    follower.join().unwrap();
-    (out, scrapes.load(Ordering::Relaxed), lines.load(Ordering::Relaxed))
+    let seen = follower.join().unwrap();
+    (out, scrapes.load(Ordering::Relaxed), seen)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -160,46 +190,82 @@ fn main() {
     // neighbours) hits each alike; each observed round is compared with the plain round
     // just before it.
     let cases = [
-        ("/metrics every 100 ms", true, false),
-        ("/events followed", false, true),
-        ("/metrics every 100 ms + /events followed", true, true),
+        ("/metrics every 100 ms", true, None),
+        ("/events followed", false, Some("/events")),
+        ("/metrics every 100 ms + /events followed", true, Some("/events")),
+        ("/events?coalesce=1ms followed", false, Some("/events?coalesce=1ms")),
+        ("/metrics + /events?coalesce=1ms", true, Some("/events?coalesce=1ms")),
     ];
     let mut plain = Vec::new();
-    let mut rates = vec![Vec::new(); cases.len()];
+    let mut rounds = vec![Vec::new(); cases.len()];
     let mut ratios = vec![Vec::new(); cases.len()];
+    // Delivery latency of `tx` events: read by the follower minus the commit's return.
+    let mut latency_us: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
     let (mut scrapes, mut lines) = (0, 0);
+    let db = store.get("c.db").expect("c.db");
     for _ in 0..ROUNDS {
         for (i, &(_, m, e)) in cases.iter().enumerate() {
-            let p = commits(&conn);
+            let (p, _) = commits(&conn, &db);
             plain.push(p);
-            let (rate, s, l) = observed(addr, m, e, || commits(&conn));
-            rates[i].push(rate);
-            ratios[i].push(rate / p);
+            let ((r, done), s, seen) = observed(addr, m, e, || commits(&conn, &db));
+            rounds[i].push(r);
+            ratios[i].push(r.per_s / p.per_s);
             scrapes += s;
-            lines += l;
+            lines += seen.len();
+            let at: HashMap<u64, Instant> = done.into_iter().collect();
+            for (t, read) in seen {
+                if let Some(d) = at.get(&t) {
+                    let us = if read >= *d {
+                        (read - *d).as_secs_f64() * 1e6
+                    } else {
+                        -((*d - read).as_secs_f64() * 1e6)
+                    };
+                    latency_us[i].push(us);
+                }
+            }
         }
     }
+    let rate = |v: &[Round]| median(v.iter().map(|r| r.per_s).collect());
+    let cpu_us = |v: &[Round]| median(v.iter().map(|r| r.cpu_us).collect());
     println!(
         "commit rate through the mount (WAL, NORMAL, 200-byte rows), {ROUNDS} rounds of each case \
          after a plain round, {:.1} s each",
         CASE_TIME.as_secs_f64()
     );
-    println!("{:<44} {:>10} {:>8}", "case", "commits/s", "ratio");
-    println!("{:<44} {:>10.0} {:>8}", "neither", median(plain.clone()), "1.00");
+    println!("{:<44} {:>10} {:>8} {:>12}", "case", "commits/s", "ratio", "CPU us/commit");
+    println!("{:<44} {:>10.0} {:>8} {:>12.1}", "neither", rate(&plain), "1.00", cpu_us(&plain));
     for (i, (name, _, _)) in cases.iter().enumerate() {
         println!(
-            "{:<44} {:>10.0} {:>8.3}",
+            "{:<44} {:>10.0} {:>8.3} {:>12.1}",
             name,
-            median(rates[i].clone()),
-            median(ratios[i].clone())
+            rate(&rounds[i]),
+            median(ratios[i].clone()),
+            cpu_us(&rounds[i])
         );
     }
     println!(
         "  (ratio: median of each round's rate over the plain round before it; target >= 0.97; \
-         {scrapes} scrapes, {lines} events read)"
+         CPU: the whole process, node and clients; {scrapes} scrapes, {lines} events read)"
     );
     for (i, (name, _, _)) in cases.iter().enumerate() {
         println!("  {name}: ratios {:.3?}", ratios[i]);
+    }
+    for (i, (name, _, _)) in cases.iter().enumerate() {
+        let l = &mut latency_us[i];
+        if l.is_empty() {
+            continue;
+        }
+        l.sort_by(|a, b| a.total_cmp(b));
+        let q = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+        let within = l.iter().filter(|&&x| x <= 1000.0).count() as f64 / l.len() as f64;
+        println!(
+            "  {name}: delivery (read by the follower − commit returned) p50 {:.0} us, p99 {:.0} \
+             us, max {:.0} us; {:.1}% within 1 ms",
+            q(0.5),
+            q(0.99),
+            l[l.len() - 1],
+            within * 100.0
+        );
     }
     drop(conn);
 

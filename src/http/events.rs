@@ -4,6 +4,11 @@
 //! (`{"type":"tx","db","data":{"txID","postApplyChecksum","pageSize","commit","timestamp"}}`)
 //! and a `primaryChange` event whenever the primary changes.
 //!
+//! Each event is written as soon as it is published (with whatever else is queued for the
+//! reader, in one write). A follower of a busy node costs it about two wake-ups and two
+//! system calls per transaction; `?coalesce=1ms` trades up to that much latency (plus the
+//! timer's millisecond granularity) for at most one write per interval.
+//!
 //! A reader never slows commits: events come from the node's bounded ring
 //! ([`crate::observe::EVENT_CAPACITY`] events, shared by all readers), and a reader that
 //! falls that far behind gets a last `{"type":"error",...}` line saying how many events it
@@ -28,10 +33,30 @@ use crate::observe::Event;
 /// [`super::MAX_BUF`] more).
 const SEND_BUFFER: usize = 64 * 1024;
 
+#[derive(Debug, serde::Deserialize)]
+pub struct EventsQuery {
+    /// `?coalesce=<Go duration>`: under load, at most one write per this interval.
+    coalesce: Option<String>,
+}
+
 pub async fn events(
     State(api): State<Arc<Api>>,
+    axum::extract::Query(q): axum::extract::Query<EventsQuery>,
     fd: Option<axum::Extension<super::ConnFd>>,
 ) -> Response {
+    let coalesce = match q.coalesce.as_deref().map(crate::config::parse_duration) {
+        None => std::time::Duration::ZERO,
+        Some(Ok(d)) if d <= MAX_COALESCE => d,
+        Some(Ok(_)) => {
+            return super::text(
+                axum::http::StatusCode::BAD_REQUEST,
+                format!("coalesce: at most {} ms", MAX_COALESCE.as_millis()),
+            );
+        }
+        Some(Err(e)) => {
+            return super::text(axum::http::StatusCode::BAD_REQUEST, format!("coalesce: {e}"));
+        }
+    };
     if let Some(axum::Extension(fd)) = fd {
         fd.cap_send_buffer(SEND_BUFFER);
     }
@@ -41,13 +66,21 @@ pub async fn events(
     let (is_primary, hostname) = api.primary_view();
     let init =
         line(&json!({"type": "init", "data": {"isPrimary": is_primary, "hostname": hostname}}));
-    let stream = futures_util::stream::unfold(Some((rx, Some(init))), |st| async move {
-        let (mut rx, first) = st?;
+    let stream = futures_util::stream::unfold(Some((rx, Some(init), None)), move |st| async move {
+        let (mut rx, first, last) = st?;
         if let Some(first) = first {
-            return Some((Ok::<_, std::convert::Infallible>(first), Some((rx, None))));
+            return Some((Ok::<_, std::convert::Infallible>(first), Some((rx, None, last))));
         }
         match rx.recv().await {
             Ok(ev) => {
+                // With `coalesce`, under load (the last chunk went out less than that ago),
+                // wait for the rest of the interval first: at most one write per interval.
+                let last: Option<tokio::time::Instant> = last;
+                if let Some(at) = last.filter(|_| !coalesce.is_zero()).map(|l| l + coalesce)
+                    && at > tokio::time::Instant::now()
+                {
+                    tokio::time::sleep_until(at).await;
+                }
                 // Whatever else is already queued goes out in the same chunk: one write
                 // per wake-up instead of one per transaction, so a follower costs the
                 // node little even at thousands of commits a second.
@@ -60,7 +93,7 @@ pub async fn events(
                         Err(_) => break,
                     }
                 }
-                Some((Ok(Bytes::from(buf)), Some((rx, None))))
+                Some((Ok(Bytes::from(buf)), Some((rx, None, Some(tokio::time::Instant::now())))))
             }
             Err(RecvError::Lagged(n)) => {
                 let msg = format!(
@@ -79,6 +112,9 @@ pub async fn events(
         .body(Body::from_stream(stream))
         .unwrap_or_else(|e| super::text(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e))
 }
+
+/// The longest `coalesce` a reader may ask for.
+const MAX_COALESCE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Bytes of events gathered into one chunk, at most (about).
 const BATCH_BYTES: usize = 32 * 1024;
