@@ -42,7 +42,7 @@ pub struct Config {
     #[serde(default)]
     pub http: HttpConfig,
     #[serde(default)]
-    pub proxy: Option<Ignored>,
+    pub proxy: Option<ProxyConfig>,
     #[serde(default)]
     pub lease: LeaseConfig,
     #[serde(default)]
@@ -183,6 +183,47 @@ impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig { addr: default_http_addr(), snapshot_timeout: Duration::ZERO, token: None }
     }
+}
+
+/// `proxy:`, LiteFS's keys and defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProxyConfig {
+    /// Where the proxy listens (required with `target`).
+    #[serde(default)]
+    pub addr: String,
+    /// `host:port` of the app; empty: no proxy.
+    #[serde(default)]
+    pub target: String,
+    /// The database whose position the `__txid` cookie carries (required with `target`).
+    #[serde(default)]
+    pub db: String,
+    #[serde(default = "ten_seconds", deserialize_with = "duration")]
+    pub max_lag: Duration,
+    #[serde(default)]
+    pub debug: bool,
+    #[serde(default)]
+    pub passthrough: Vec<String>,
+    #[serde(default)]
+    pub always_forward: Vec<String>,
+    #[serde(default = "five_seconds", deserialize_with = "duration")]
+    pub primary_redirect_timeout: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    pub read_timeout: Duration,
+    #[serde(default, deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    #[serde(default = "ten_seconds", deserialize_with = "duration")]
+    pub read_header_timeout: Duration,
+    #[serde(default = "thirty_seconds", deserialize_with = "duration")]
+    pub idle_timeout: Duration,
+}
+
+fn five_seconds() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn thirty_seconds() -> Duration {
+    Duration::from_secs(30)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -549,6 +590,14 @@ impl Config {
         }
         if !matches!(self.log.format.as_str(), "text" | "json") {
             return invalid("log.format", "must be text or json");
+        }
+        if let Some(p) = self.proxy.as_ref().filter(|p| !p.target.is_empty()) {
+            if p.addr.is_empty() {
+                return invalid("proxy.addr", "required with proxy.target");
+            }
+            if p.db.is_empty() {
+                return invalid("proxy.db", "required with proxy.target");
+            }
         }
         Ok(())
     }

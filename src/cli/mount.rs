@@ -108,7 +108,7 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     } else {
         config.exec.as_ref().map(|e| e.commands()).unwrap_or_default()
     };
-    let mut child = run_exec(&cmds, &config.fuse.dir)?;
+    let mut child = run_exec(&cmds, &config.fuse.dir, config.lease.candidate)?;
     let code = loop {
         let sig = wait_signal();
         if sig == libc::SIGCHLD {
@@ -178,8 +178,19 @@ fn shell_join(args: &[String]) -> String {
     args.iter().map(|a| format!("'{}'", a.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
 }
 
-/// Runs every command but the last to completion, then starts the last and returns it.
-fn run_exec(cmds: &[ExecCmd], mount: &Path) -> anyhow::Result<Option<Child>> {
+/// Runs every command but the last to completion (each must exit 0), then starts the last
+/// and returns it. Commands with `if-candidate: true` run only on candidates (migrations).
+fn run_exec(cmds: &[ExecCmd], mount: &Path, candidate: bool) -> anyhow::Result<Option<Child>> {
+    let cmds: Vec<&ExecCmd> = cmds
+        .iter()
+        .filter(|c| {
+            let run = candidate || !c.if_candidate;
+            if !run {
+                tracing::info!(cmd = %c.cmd, "skipped: if-candidate, and this node is not one");
+            }
+            run
+        })
+        .collect();
     let Some((last, first)) = cmds.split_last() else { return Ok(None) };
     for c in first {
         tracing::info!(cmd = %c.cmd, "running");

@@ -9,6 +9,7 @@
 pub mod commit;
 pub mod lease;
 pub mod ltx;
+pub mod proxy;
 pub mod quorum;
 pub mod ratelimit;
 pub mod repl;

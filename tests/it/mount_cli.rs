@@ -183,3 +183,39 @@ fn demo_writes_through_a_node_and_cleans_up() {
         assert!(!litefleet::mount::is_mounted(&dir.join(n).join("mnt")));
     }
 }
+
+/// `exec` as a list: each command but the last runs to completion first (migrations), and
+/// one with `if-candidate: true` runs only on a candidate; the last one's exit code is the
+/// node's.
+#[test]
+fn exec_lists_run_in_order_and_if_candidate_skips_non_candidates() {
+    need::fuse();
+    for candidate in [true, false] {
+        let root = tmp("cli-exec-list");
+        let exec = "exec:\n  - cmd: \"echo migrated >> ${ROOT}/order\"\n    if-candidate: true\n  \
+                    - cmd: \"echo setup >> ${ROOT}/order\"\n  - cmd: \"echo app >> ${ROOT}/order; \
+                    exit 5\"\n";
+        let cfg = config(&root, exec);
+        if !candidate {
+            // A replica (of a primary that is not there: exec does not wait for one).
+            let certs = crate::common::cluster::dev_certs(&root, 1);
+            let tls = format!(
+                "tls:\n  ca: {:?}\n  cert: {:?}\n  key: {:?}\n",
+                certs.join("ca.pem"),
+                certs.join("n1.pem"),
+                certs.join("n1-key.pem")
+            );
+            let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+                "  candidate: true\n",
+                &format!("  candidate: false\n  advertise-url: \"http://127.0.0.1:9\"\n{tls}"),
+                1,
+            );
+            std::fs::write(&cfg, text).unwrap();
+        }
+        let mut child = spawn(&root, &cfg, &[]);
+        assert_eq!(child.wait().unwrap().code(), Some(5), "candidate: {candidate}");
+        let order = std::fs::read_to_string(root.join("order")).unwrap();
+        let want = if candidate { "migrated\nsetup\napp\n" } else { "setup\napp\n" };
+        assert_eq!(order, want, "candidate: {candidate}");
+    }
+}
