@@ -139,6 +139,10 @@ pub struct Metrics {
     lag_seconds: Gauge,
     epoch: Gauge,
     dbs: Mutex<BTreeMap<String, Arc<DbMetrics>>>,
+    /// Per-replica gauges ever set (`(db, replica)`; db empty for the RTT): those of
+    /// replicas no longer connected are set to NaN (the exporter cannot unregister one
+    /// whose handle lives on).
+    replica_gauges: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 impl Default for Metrics {
@@ -185,6 +189,7 @@ impl Metrics {
             lag_seconds: gauge(r, "litefs_lag_seconds", vec![]),
             epoch: gauge(r, "litefleet_lease_epoch", vec![]),
             dbs: Mutex::new(BTreeMap::new()),
+            replica_gauges: Mutex::new(std::collections::BTreeSet::new()),
             handle,
             recorder,
         }
@@ -226,6 +231,7 @@ impl Metrics {
         self.subscribers.set(node.subscribers as f64);
         self.lag_seconds.set(node.lag_seconds);
         self.db_count.set(dbs.len() as f64);
+        let mut now_set = std::collections::BTreeSet::new();
         for (host, rtt) in &node.replica_rtt {
             gauge(
                 &self.recorder,
@@ -233,6 +239,7 @@ impl Metrics {
                 vec![Label::new("replica", host.clone())],
             )
             .set(rtt.as_secs_f64());
+            now_set.insert((String::new(), host.clone()));
         }
         for (name, g) in dbs {
             let m = self.db(name);
@@ -247,8 +254,26 @@ impl Metrics {
                     vec![Label::new("db", name.clone()), Label::new("replica", replica.clone())],
                 )
                 .set(*n as f64);
+                now_set.insert((name.clone(), replica.clone()));
             }
         }
+        self.retire_replica_gauges(now_set);
+    }
+
+    /// Marks the per-replica gauges not set this time (`now_set`) as NaN: no longer
+    /// connected.
+    fn retire_replica_gauges(&self, now_set: std::collections::BTreeSet<(String, String)>) {
+        let mut seen = self.replica_gauges.lock().unwrap_or_else(|e| e.into_inner());
+        for (db, replica) in seen.difference(&now_set) {
+            let r = Label::new("replica", replica.clone());
+            if db.is_empty() {
+                gauge(&self.recorder, "litefleet_replica_rtt_seconds", vec![r]).set(f64::NAN);
+            } else {
+                let labels = vec![Label::new("db", db.clone()), r];
+                gauge(&self.recorder, "litefleet_replica_lag_txns", labels).set(f64::NAN);
+            }
+        }
+        seen.extend(now_set);
     }
 
     /// The Prometheus text page; with `compat` false, without LiteFS's names.
@@ -555,6 +580,11 @@ mod tests {
             Some(1.0)
         );
         assert!(page.contains("# TYPE litefs_db_commit_count counter"), "{page}");
+        // The replica leaves: its gauges read NaN, not their last values.
+        m.set_gauges(&node, &[("a.db".into(), DbGauges { txid: Txid(2), ..Default::default() })]);
+        let page = m.render(true);
+        let lag = value(&page, "litefleet_replica_lag_txns{db=\"a.db\",replica=\"n2\"}");
+        assert!(lag.is_some_and(f64::is_nan), "{page}");
         let clean = m.render(false);
         assert!(!clean.contains("litefs_"), "{clean}");
         assert!(clean.contains("litefleet_commit_seconds_bucket"), "{clean}");
