@@ -30,6 +30,7 @@ use metrics_exporter_prometheus::{
 };
 
 use crate::core::types::{NodeId, Txid};
+use crate::db::FileKind;
 
 /// Buckets of every `_seconds` histogram: 100 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -93,15 +94,6 @@ impl FuseOp {
             FuseOp::Other => "other",
         }
     }
-}
-
-/// The files of a database whose writes LiteFS counts (`litefs_db_<kind>_write_count`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteKind {
-    Database,
-    Journal,
-    Wal,
-    Shm,
 }
 
 /// Node-wide state the gauges are set from before a render.
@@ -204,9 +196,9 @@ impl Metrics {
     }
 
     pub fn fuse_op(&self, op: FuseOp) {
-        // invariant: `fuse_ops` holds one counter per `FuseOp::ALL` entry, in its order.
-        let i = FuseOp::ALL.iter().position(|o| *o == op).unwrap_or(FuseOp::ALL.len() - 1);
-        self.fuse_ops[i].increment(1);
+        // invariant: `FuseOp::ALL` lists the variants in declaration order, and `fuse_ops`
+        // holds one counter per entry of it, in its order.
+        self.fuse_ops[op as usize].increment(1);
     }
 
     /// This node won the lease and took the databases over.
@@ -305,6 +297,7 @@ impl Metrics {
 pub struct DbMetrics {
     txid: Gauge,
     commits: Counter,
+    /// By [`FileKind::index`]: `litefs_db_<backing name>_write_count`.
     writes: [Counter; 4],
     ltx_files: Gauge,
     ltx_bytes: Gauge,
@@ -338,12 +331,10 @@ impl DbMetrics {
         DbMetrics {
             txid: gauge(r, "litefs_db_txid", db()),
             commits: counter(r, "litefs_db_commit_count", db()),
-            writes: [
-                counter(r, "litefs_db_database_write_count", db()),
-                counter(r, "litefs_db_journal_write_count", db()),
-                counter(r, "litefs_db_wal_write_count", db()),
-                counter(r, "litefs_db_shm_write_count", db()),
-            ],
+            writes: FileKind::ALL.map(|k| {
+                let name = format!("litefs_db_{}_write_count", k.backing_name());
+                r.register_counter(&Key::from_parts(name, db()), &meta())
+            }),
             ltx_files: gauge(r, "litefs_db_ltx_count", db()),
             ltx_bytes: gauge(r, "litefs_db_ltx_bytes", db()),
             reaped: counter(r, "litefs_db_ltx_reap_count", db()),
@@ -392,14 +383,8 @@ impl DbMetrics {
     }
 
     /// A write to one of the database's files through the mount.
-    pub fn write(&self, kind: WriteKind) {
-        let i = match kind {
-            WriteKind::Database => 0,
-            WriteKind::Journal => 1,
-            WriteKind::Wal => 2,
-            WriteKind::Shm => 3,
-        };
-        self.writes[i].increment(1);
+    pub fn write(&self, kind: FileKind) {
+        self.writes[kind.index()].increment(1);
     }
 
     /// An LTX file of `bytes` was written to `ltx/`.
@@ -554,7 +539,7 @@ mod tests {
         let db = m.db("a.db");
         db.txns(Txid(1), Txid(1), Some(crate::clock::now()));
         db.txns(Txid(2), Txid(2), Some(crate::clock::now()));
-        db.write(WriteKind::Wal);
+        db.write(FileKind::Wal);
         db.ltx_written(100);
         db.commit_latency(Duration::from_micros(300));
         db.acked(NodeId(9), "n2", Txid(2), crate::clock::now());

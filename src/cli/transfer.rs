@@ -42,22 +42,16 @@ fn bar(len: Option<u64>, verb: &str) -> ProgressBar {
     b
 }
 
-/// `?name=` with the name escaped.
-fn query_name(name: &str) -> String {
-    let mut out = String::new();
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+/// `<url>/<path>?name=<name>`, the name escaped.
+fn endpoint(url: &str, path: &str, name: &str) -> anyhow::Result<String> {
+    let base = format!("{}/{path}", url.trim_end_matches('/'));
+    let u = reqwest::Url::parse_with_params(&base, [("name", name)])
+        .with_context(|| format!("{base}: not a URL"))?;
+    Ok(u.into())
 }
 
 pub fn export(url: &str, name: &str, path: &Path) -> anyhow::Result<ExitCode> {
-    let base = url.trim_end_matches('/');
-    let u = format!("{base}/export?name={}", query_name(name));
+    let u = endpoint(url, "export", name)?;
     for suffix in ["-journal", "-wal", "-shm"] {
         let mut p = path.as_os_str().to_owned();
         p.push(suffix);
@@ -127,8 +121,7 @@ pub fn export(url: &str, name: &str, path: &Path) -> anyhow::Result<ExitCode> {
 }
 
 pub fn import(url: &str, name: &str, path: &Path) -> anyhow::Result<ExitCode> {
-    let base = url.trim_end_matches('/');
-    let u = format!("{base}/import?name={}", query_name(name));
+    let u = endpoint(url, "import", name)?;
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
     let pb = bar(Some(len), "import");

@@ -24,7 +24,6 @@ use super::{Commit, Db, DbError, FileKind, Inner, SyncPoint, now_ms};
 use crate::core::commit::{JournalEvent, ReadAt, WalWrite};
 use crate::core::sqlite::{DbHeader, JournalMode};
 use crate::core::types::PageNo;
-use crate::metrics::WriteKind;
 
 /// Casts a database actor may have queued before the FUSE side waits for it to catch up.
 const MAX_INFLIGHT: usize = 256;
@@ -39,12 +38,7 @@ impl Db {
         offset: u64,
     ) -> Result<(usize, SyncPoint), DbError> {
         let t0 = crate::clock::now();
-        self.metrics.write(match kind {
-            FileKind::Database => WriteKind::Database,
-            FileKind::Journal => WriteKind::Journal,
-            FileKind::Wal => WriteKind::Wal,
-            FileKind::Shm => WriteKind::Shm,
-        });
+        self.metrics.write(kind);
         if kind == FileKind::Shm {
             // Shared memory, no commit in it: never behind the commit lock. Hazard avoided:
             // the replica applier writes the wal-index header through the mount, and a

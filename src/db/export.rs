@@ -10,12 +10,12 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::time::Duration;
 
 use super::actor::DbMsg;
-use super::pages::read_logical_page;
+use super::pages::{read_logical_page, scan_db};
 use super::{Db, DbError};
-use crate::core::ltx::{PageChecksums, page_checksum};
 use crate::core::types::{PageNo, Pos};
 
 /// What [`Db::export`] wrote.
@@ -40,17 +40,17 @@ impl Exported {
 }
 
 impl Db {
-    /// Writes the database at its current position to `out` (from offset 0) and checks it
-    /// against the position's checksum. Blocking. `NotFound` when the database has no
-    /// content (never written, or deleted).
-    pub fn export(&self, out: &File) -> Result<Exported, DbError> {
+    /// Writes the database at its current position to `out` (from offset 0; the file at
+    /// `path`, empty) and checks it against the position's checksum. Blocking. `NotFound`
+    /// when the database has no content (never written, or deleted).
+    pub fn export(&self, out: &File, path: &Path) -> Result<Exported, DbError> {
         let e = if self.node.writable() {
             self.export_primary(out)?
         } else {
             let out = out.try_clone()?;
             self.call(|reply| DbMsg::Export { out, reply })?
         };
-        let actual = checksum_of(out, e.page_size, e.commit)?;
+        let actual = scan_db(out, path, e.page_size)?.checksum();
         if actual != e.pos.checksum {
             return Err(DbError::Recovery {
                 name: self.name.clone(),
@@ -102,28 +102,4 @@ pub(super) fn copy_prefix(from: &File, to: &File, len: u64) -> io::Result<()> {
         off += n as u64;
     }
     Ok(())
-}
-
-/// The database checksum of the `commit` pages of `page_size` bytes in `f`.
-fn checksum_of(f: &File, page_size: u32, commit: u32) -> io::Result<crate::core::types::Checksum> {
-    let ps = page_size as usize;
-    let mut sums = PageChecksums::new();
-    let per = ((1 << 20) / ps).max(1);
-    let mut buf = vec![0u8; per * ps];
-    let lock = PageNo::lock_page(page_size);
-    let mut p = 1u32;
-    while p <= commit {
-        let n = per.min((commit - p + 1) as usize);
-        let chunk = &mut buf[..n * ps];
-        f.read_exact_at(chunk, u64::from(p - 1) * ps as u64)?;
-        for (i, page) in chunk.chunks_exact(ps).enumerate() {
-            let pgno = PageNo(p + i as u32);
-            if pgno != lock {
-                sums.set(pgno, page_checksum(pgno, page));
-            }
-        }
-        p += n as u32;
-    }
-    sums.truncate(commit);
-    Ok(sums.checksum())
 }

@@ -47,7 +47,7 @@ impl FileKind {
     }
 
     /// Index of the kind in [`Files`].
-    pub(super) fn index(self) -> usize {
+    pub fn index(self) -> usize {
         match self {
             FileKind::Database => 0,
             FileKind::Journal => 1,

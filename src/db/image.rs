@@ -22,8 +22,7 @@ impl Db {
     pub(super) fn lock_at_position(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, super::Inner>, DbError> {
-        #[allow(clippy::disallowed_methods)] // the shell owns the clock
-        let started = std::time::Instant::now();
+        let started = crate::clock::now();
         loop {
             let mut inner = self.lock();
             let _ = self.end_loose(&mut inner)?;

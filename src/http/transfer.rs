@@ -121,7 +121,7 @@ pub async fn export(State(api): State<Arc<Api>>, Query(q): Query<NameQuery>) -> 
     let api2 = api.clone();
     let made = tokio::task::spawn_blocking(move || -> Result<_, DbError> {
         let f = spool(&api2, "export")?;
-        let e = db.export(&f.file)?;
+        let e = db.export(&f.file, &f.path)?;
         Ok((f, e))
     })
     .await;
