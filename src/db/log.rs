@@ -268,6 +268,12 @@ impl LtxLog {
         self.state.pos = post;
         self.state.page_size = c.page_size;
         self.deleted = false;
+        // Invariant: the position is published before the transaction is offered to the
+        // replication streams. A replica can apply it and ACK it before this thread runs
+        // again, and the primary bounds every ACK by `Db::pos` (an ACK read against the
+        // old position was recorded one TXID short, and a synchronous commit then waited
+        // for an ACK no replica would send again).
+        self.pos_tx.send_replace(post);
 
         if self.events.receiver_count() > 0 {
             let pages: Vec<(PageNo, &[u8])> =
@@ -306,7 +312,6 @@ impl LtxLog {
             (_, w) => w,
         };
         st.txns += 1;
-        self.pos_tx.send_replace(post);
         self.publish(txid, post, c.page_size, c.commit, c.timestamp_ms);
         if let Some(m) = &self.metrics {
             m.txns(txid, txid, Some(crate::clock::now()));
@@ -412,11 +417,12 @@ impl LtxLog {
             m.txns(txid, txid, Some(crate::clock::now()));
         }
         self.sync()?;
-        let _ = self.events.send(Arc::new(Committed { pre, pos: post, ltx: file.into() }));
         self.state = DbState { pos: post, page_size, checksums: PageChecksums::new() };
         self.deleted = true;
         self.last_ltx_ms.store(timestamp_ms, Ordering::Relaxed);
+        // Published before it is offered to the streams (see `stage`).
         self.pos_tx.send_replace(post);
+        let _ = self.events.send(Arc::new(Committed { pre, pos: post, ltx: file.into() }));
         self.publish(txid, post, page_size, 0, timestamp_ms);
         Ok(post)
     }
@@ -530,5 +536,62 @@ fn ltx_io(e: LtxError) -> io::Error {
     match e {
         LtxError::Io(e) => e,
         e => io::Error::other(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::NodeId;
+
+    /// A stream that receives a transaction and sees its ACK come back must find the
+    /// position already at that transaction (the primary bounds ACKs by it). A subscriber
+    /// spinning on the fan-out checks every transaction the moment it is offered.
+    #[test]
+    fn the_position_is_published_before_the_transaction_is_offered() {
+        let dir = std::env::temp_dir().join(format!("litefleet-log-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let opts = DbOptions { compress: false, node_id: NodeId(1) };
+        let mut log = LtxLog::new("a.db", LtxDir::new(dir.clone()), opts);
+        let pos = log.pos_watch();
+        let mut rx = log.events().subscribe();
+        const TXNS: u64 = 2000;
+        let checker = std::thread::spawn(move || {
+            let mut short = 0;
+            let mut seen = 0;
+            while seen < TXNS {
+                match rx.try_recv() {
+                    Ok(c) => {
+                        seen += 1;
+                        if pos.borrow().txid < c.pos.txid {
+                            short += 1;
+                        }
+                    }
+                    Err(broadcast::error::TryRecvError::Empty) => std::hint::spin_loop(),
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            short
+        });
+        for i in 0..TXNS {
+            // Many changed pages: staging them takes long enough to be seen.
+            let pages = (1..=64).map(|p| (PageNo(p), vec![(i + p as u64) as u8; 4096])).collect();
+            let c = Commit {
+                page_size: 4096,
+                commit: 64,
+                pages,
+                wal: None,
+                durable: false,
+                timestamp_ms: 0,
+            };
+            log.stage(c).unwrap();
+            if log.staged().0 >= 100 {
+                log.flush().unwrap();
+            }
+        }
+        let short = checker.join().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        assert_eq!(short, 0, "transactions offered before their position");
     }
 }
