@@ -605,9 +605,6 @@ impl Config {
     /// Keys present in the file that litefleet accepts but does not act on.
     pub fn ignored_keys(&self) -> Vec<&'static str> {
         let mut v = Vec::new();
-        if self.proxy.is_some() {
-            v.push("proxy");
-        }
         if self.backup.is_some() {
             v.push("backup");
         }
@@ -681,7 +678,13 @@ lease:
         let cmds = c.exec.as_ref().unwrap().commands();
         assert_eq!(cmds.len(), 2);
         assert!(cmds[0].if_candidate && !cmds[1].if_candidate);
-        assert_eq!(c.ignored_keys(), vec!["proxy"]);
+        assert!(c.ignored_keys().is_empty());
+        let p = c.proxy.as_ref().unwrap();
+        assert_eq!(
+            (p.addr.as_str(), p.target.as_str(), p.db.as_str()),
+            (":8080", "localhost:8081", "db")
+        );
+        assert_eq!(p.primary_redirect_timeout, Duration::from_secs(5));
     }
 
     #[test]

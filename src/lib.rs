@@ -28,6 +28,7 @@ pub mod net;
 pub mod node;
 pub mod observe;
 pub mod promote;
+pub mod proxy;
 pub mod repl;
 pub mod rt;
 pub mod scrub;

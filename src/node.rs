@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 /// Invalidation of the kernel's caches for files litefleet changes behind its back (a
 /// replicated transaction applied to a database file), and the mount's path (the replica
 /// applier takes SQLite's locks through it).
@@ -106,6 +108,14 @@ pub struct NodeCtx {
     /// `/metrics`: counters and histograms updated where things happen, gauges set before
     /// each render (see [`crate::metrics`]).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Replica: the QUIC connection of the replication session with the primary, while it
+    /// follows one (the proxy forwards writes on it, `protocol.md` §16). Writer: the
+    /// replica's session (`repl::replica`: set on HELLO, cleared when it ends, however it
+    /// ends).
+    primary_link: watch::Sender<Option<quinn::Connection>>,
+    /// The proxy (`proxy:`), which serves requests forwarded to this node as primary.
+    /// Writer: startup (`cli::mount`), once.
+    proxy: OnceLock<Arc<crate::proxy::Proxy>>,
 }
 
 impl Default for NodeCtx {
@@ -128,6 +138,8 @@ impl Default for NodeCtx {
             resync_wanted: tokio::sync::Notify::new(),
             hub: Arc::default(),
             metrics: Arc::default(),
+            primary_link: watch::Sender::new(None),
+            proxy: OnceLock::new(),
         }
     }
 }
@@ -286,6 +298,24 @@ impl NodeCtx {
     }
 
     /// The primary's hostname while a replica is connected to it.
+    /// Replica: the connection to the primary it follows (see the field).
+    pub fn primary_link(&self) -> watch::Receiver<Option<quinn::Connection>> {
+        self.primary_link.subscribe()
+    }
+
+    pub fn set_primary_link(&self, conn: Option<quinn::Connection>) {
+        self.primary_link.send_replace(conn);
+    }
+
+    /// The proxy, when `proxy:` is configured and it runs.
+    pub fn proxy(&self) -> Option<&Arc<crate::proxy::Proxy>> {
+        self.proxy.get()
+    }
+
+    pub fn set_proxy(&self, p: Arc<crate::proxy::Proxy>) {
+        let _ = self.proxy.set(p);
+    }
+
     pub fn primary(&self) -> Option<String> {
         self.primary.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }

@@ -61,6 +61,12 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     litefleet::mount::prepare_mount_point(&config.fuse.dir, !args.skip_unmount)?;
     // The HTTP API's TCP port, bound before recovery: a port in use is a startup error.
     let http_listener = litefleet::http::bind(&config.http.addr)?;
+    // The proxy's port too (`proxy:` with a `target`).
+    let proxy_cfg = config.proxy.clone().filter(|p| !p.target.is_empty());
+    let proxy_listener = match &proxy_cfg {
+        Some(p) => Some(litefleet::http::bind_as("proxy.addr", &p.addr)?),
+        None => None,
+    };
     let node_id = random_node_id();
     tracing::info!(node = %node_id, config = %path.display(), "starting");
     let rt = litefleet::rt::runtime().context("starting the runtime")?;
@@ -90,6 +96,15 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
             token: config.http.token.clone().filter(|t| !t.is_empty()),
         },
     });
+    // Before replication starts: forwarded requests find the proxy from the first stream.
+    let proxy = match (proxy_cfg, proxy_listener) {
+        (Some(cfg), Some(listener)) => {
+            let p = litefleet::proxy::Proxy::new(cfg, store.clone());
+            node.set_proxy(p.clone());
+            Some(rt.spawn(p.serve(listener, http_stopped.clone())))
+        }
+        _ => None,
+    };
     let http = rt.spawn(litefleet::http::serve(http_listener, api, http_stopped));
     let replication = super::replication::start(&config, &store, node_id, &rt)?;
     let opts = MountOpts {
@@ -161,6 +176,9 @@ pub fn run(args: MountArgs) -> anyhow::Result<ExitCode> {
     if let Ok(Err(e)) = rt.block_on(http) {
         tracing::warn!(error = %e, "the HTTP API failed");
     }
+    if let Some(Ok(Err(e))) = proxy.map(|p| rt.block_on(p)) {
+        tracing::warn!(error = %e, "the proxy failed");
+    }
     mounted.unmount()?;
     for db in store.list() {
         db.shutdown();
@@ -194,16 +212,39 @@ fn run_exec(cmds: &[ExecCmd], mount: &Path, candidate: bool) -> anyhow::Result<O
     let Some((last, first)) = cmds.split_last() else { return Ok(None) };
     for c in first {
         tracing::info!(cmd = %c.cmd, "running");
-        let st =
-            Command::new("/bin/sh").arg("-c").arg(&c.cmd).env("LITEFLEET_MOUNT", mount).status()?;
+        let st = exec_command(&c.cmd, mount).status()?;
         if !st.success() {
             bail!("exec command {:?} failed: {st}", c.cmd);
         }
     }
     tracing::info!(cmd = %last.cmd, "starting");
-    Ok(Some(
-        Command::new("/bin/sh").arg("-c").arg(&last.cmd).env("LITEFLEET_MOUNT", mount).spawn()?,
-    ))
+    Ok(Some(exec_command(&last.cmd, mount).spawn()?))
+}
+
+/// `/bin/sh -c cmd`, with `LITEFLEET_MOUNT` set. The command cannot outlive the node it
+/// runs on (its database is this mount, its writes go through this node's proxy): if this
+/// process dies, even by SIGKILL, the kernel sends it SIGTERM (a shell that `exec`s the
+/// app passes that on to the app). Hazard: that signal follows the thread that forked, so
+/// commands start on the main thread, which lives until the process exits.
+fn exec_command(line: &str, mount: &Path) -> Command {
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(line).env("LITEFLEET_MOUNT", mount);
+    // SAFETY: prctl, sigemptyset and pthread_sigmask are async-signal-safe and change only
+    // the child's own attributes.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // This process blocks the signals it waits for (`wait_signal`); a child
+            // inherits the mask, and an app with SIGTERM blocked never stops.
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn spawn_retention(

@@ -23,6 +23,25 @@ pub const COOKIE_MAX_AGE_S: u64 = 300;
 /// The proxy's own health path.
 pub const HEALTH_PATH: &str = "/litefs/health";
 
+/// The first byte of a bidirectional stream that carries one forwarded HTTP/1.1 exchange
+/// (`protocol.md` §16; the replication control stream has no kind byte).
+pub const STREAM_PROXY: u8 = 0x02;
+
+/// QUIC application error codes a primary resets a proxy stream with, before reading
+/// anything of the request: none of them reached its app.
+pub mod refusal {
+    /// This node is no longer the primary: send the request to the new one.
+    pub const NOT_PRIMARY: u32 = 0x50;
+    /// The primary runs no proxy (no `proxy:` in its config).
+    pub const NO_PROXY: u32 = 0x51;
+    /// The stream's kind byte is not one this node knows.
+    pub const UNKNOWN_STREAM: u32 = 0x52;
+}
+
+/// Largest request body a replica holds in memory so that it can send the request again
+/// when the primary provably did not run it; larger bodies stream and are never resent.
+pub const REPLAY_LIMIT: u64 = 1024 * 1024;
+
 /// A path pattern: literal text with `*` wildcards, matched against the whole path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {

@@ -15,7 +15,7 @@
 pub mod auth;
 mod events;
 mod handoff;
-mod health;
+pub(crate) mod health;
 mod info;
 mod metrics;
 mod promote;
@@ -50,10 +50,10 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// Errors starting the server.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    #[error("http.addr {addr:?}: {reason}")]
-    Addr { addr: String, reason: String },
-    #[error("http.addr {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("{key} {addr:?}: {reason}")]
+    Addr { key: &'static str, addr: String, reason: String },
+    #[error("{key} {addr}: {source}")]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
 }
 
 /// What the API needs to know of the node beyond its store.
@@ -97,14 +97,23 @@ impl Api {
 /// Binds `http.addr` (`:20202` means every address): called before the node opens its data
 /// directory, so a port in use is a startup error.
 pub fn bind(addr: &str) -> Result<std::net::TcpListener, HttpError> {
-    let bad = |reason: &str| HttpError::Addr { addr: addr.to_owned(), reason: reason.to_owned() };
+    bind_as("http.addr", addr)
+}
+
+/// Binds the TCP address `addr` of the config key `key` (`:PORT` means every address).
+pub fn bind_as(key: &'static str, addr: &str) -> Result<std::net::TcpListener, HttpError> {
+    let bad =
+        |reason: &str| HttpError::Addr { key, addr: addr.to_owned(), reason: reason.to_owned() };
     let (host, port) =
         crate::repl::supervisor::url_host_port(addr).ok_or_else(|| bad("no port"))?;
     let host = if host.is_empty() { "0.0.0.0".to_owned() } else { host };
     let sa = crate::repl::supervisor::resolve(&host, port).map_err(|e| bad(&e.to_string()))?;
-    let l =
-        std::net::TcpListener::bind(sa).map_err(|source| HttpError::Bind { addr: sa, source })?;
-    l.set_nonblocking(true).map_err(|source| HttpError::Bind { addr: sa, source })?;
+    let l = std::net::TcpListener::bind(sa).map_err(|source| HttpError::Bind {
+        key,
+        addr: sa,
+        source,
+    })?;
+    l.set_nonblocking(true).map_err(|source| HttpError::Bind { key, addr: sa, source })?;
     Ok(l)
 }
 
@@ -231,7 +240,7 @@ impl ConnFd {
 }
 
 /// Completes when `shutdown` turns true (or its sender is gone).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;
 }
 

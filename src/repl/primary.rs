@@ -167,6 +167,21 @@ async fn connection(
                 Ok(r) => r,
                 Err(source) => Err(ReplError::Task { what: "database stream", source }),
             },
+            // Every later bidirectional stream is a request the replica's proxy forwards
+            // (`protocol.md` §16); served in its own task, refused unread if this node is
+            // not the primary.
+            st = conn.accept_bi() => match st {
+                Ok((send, recv)) => {
+                    tokio::spawn(crate::proxy::serve_stream(
+                        node.clone(),
+                        send,
+                        recv,
+                        conn.remote_address(),
+                    ));
+                    Ok(())
+                }
+                Err(e) => Err(e.into()),
+            },
         };
         if let Err(e) = r {
             let queued = std::iter::from_fn(|| s.poll_transmit()).collect();

@@ -128,6 +128,8 @@ async fn run(
                     node.set_primary(Some(hostname.clone()));
                     node.hub().name_primary(&hostname);
                     node.set_promoter(Some(promote_tx.clone()));
+                    // The proxy forwards writes on this connection (`protocol.md` §16).
+                    node.set_primary_link(Some(conn.clone()));
                     _registered = Some(Unregister(store.clone()));
                     tracing::info!(host = %hostname, "following the primary");
                 }
@@ -168,12 +170,14 @@ fn positions(store: &Store) -> Vec<DbPos> {
         .collect()
 }
 
-/// Unregisters the session's promotion channel when it ends.
+/// Unregisters the session's promotion channel and its connection (the proxy's link to
+/// the primary) when the session ends.
 struct Unregister(Arc<Store>);
 
 impl Drop for Unregister {
     fn drop(&mut self) {
         self.0.node().set_promoter(None);
+        self.0.node().set_primary_link(None);
     }
 }
 

@@ -36,6 +36,7 @@ mod netns;
 mod other_files;
 mod ownership;
 mod partition;
+mod proxy;
 mod replication;
 mod sqlite_features;
 mod sqlite_suite;

@@ -8,6 +8,7 @@
 //! [`cluster::free_port`] (never handed out twice), namespace, interface names and subnets
 //! from [`lan::claim`].
 
+pub mod app;
 pub mod cluster;
 pub mod consul;
 pub mod http;
