@@ -9,11 +9,17 @@
 //! both sides switched, hop-by-hop headers are dropped and `X-Forwarded-For/-Proto/-Host`
 //! added by the node the client reached.
 //!
-//! Not applied (accepted for LiteFS compatibility): `read-timeout` and `write-timeout`
-//! (whole-request deadlines; the head has `read-header-timeout`, which also bounds how long
-//! a kept-alive connection may sit idle before its next request), and `idle-timeout`.
+//! `debug: true` logs one line per request (method, path, status, time).
+//!
+//! Timeouts, as Go's `http.Server` applies LiteFS's: `read-header-timeout` for a request
+//! head, `read-timeout` for the whole request (its body fails after it: 408),
+//! `write-timeout` for the response (its body is cut after it), both from the request's
+//! arrival (0: none). Not applied: `idle-timeout`; hyper starts the head timeout as soon as
+//! a kept-alive connection waits for its next request, so an idle connection is closed
+//! after `read-header-timeout`.
 
 mod app;
+mod deadline;
 mod forward;
 mod quic_io;
 
@@ -121,8 +127,35 @@ impl Proxy {
         }
     }
 
-    /// A client's request.
+    /// A client's request, under `read-timeout` (its body) and `write-timeout` (the
+    /// response's), both counted from now.
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+        let arrived = Instant::now();
+        let mut req = req.map(Body::new);
+        if !self.cfg.read_timeout.is_zero() {
+            let what = "reading the request body (proxy.read-timeout)";
+            let (parts, body) = req.into_parts();
+            let (body, fired) =
+                deadline::Deadline::new(body, arrived + self.cfg.read_timeout, what);
+            req = Request::from_parts(parts, Body::new(body));
+            req.extensions_mut().insert(fired);
+        }
+        let seen = self.cfg.debug.then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let resp = self.clone().route(req, peer).await;
+        if let Some((method, path)) = seen {
+            // `proxy.debug`, as LiteFS: one line per request.
+            tracing::info!(%peer, %method, %path, status = resp.status().as_u16(),
+                took_ms = arrived.elapsed().as_millis() as u64, "proxy request");
+        }
+        if self.cfg.write_timeout.is_zero() || resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return resp;
+        }
+        let what = "writing the response (proxy.write-timeout)";
+        let at = arrived + self.cfg.write_timeout;
+        resp.map(|b| Body::new(deadline::Deadline::new(b, at, what).0))
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let class = classify(
             req.method().as_str(),
             req.uri().path(),
@@ -141,7 +174,7 @@ impl Proxy {
             match route(class, cookie, view) {
                 Route::Local => {
                     let cookie = class == Class::Write && view.is_primary;
-                    return self.local(req.map(Body::new), Some(peer), cookie).await;
+                    return self.local(req, Some(peer), cookie).await;
                 }
                 Route::WaitThenLocal(t) => {
                     if !self.caught_up(t).await {
@@ -153,9 +186,9 @@ impl Proxy {
                             ),
                         );
                     }
-                    return self.local(req.map(Body::new), Some(peer), false).await;
+                    return self.local(req, Some(peer), false).await;
                 }
-                Route::Forward => return self.forward(req.map(Body::new), peer, deadline).await,
+                Route::Forward => return self.forward(req, peer, deadline).await,
                 Route::AwaitPrimary => {
                     if !self.await_primary(deadline, None).await {
                         return no_primary(
@@ -254,8 +287,10 @@ impl Proxy {
     ) -> Response<Body> {
         let upgrade = prepare_request(&mut req, client);
         let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let late = req.extensions().get::<deadline::Fired>().cloned();
         match self.app.send(req, upgrade).await {
             Ok(resp) => self.respond(resp, on_upgrade, cookie),
+            Err(_) if late.is_some_and(|f| f.get()) => too_slow(),
             Err(e) => {
                 tracing::warn!(error = %e, "the app did not answer");
                 text(StatusCode::BAD_GATEWAY, e)
@@ -276,10 +311,13 @@ impl Proxy {
         let small = req.body().size_hint().upper().is_some_and(|n| n <= REPLAY_LIMIT);
         let upgrade = prepare_request(&mut req, Some(peer));
         let on_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let late = req.extensions().get::<deadline::Fired>().cloned();
+        let late = move || late.as_ref().is_some_and(|f| f.get());
         let (parts, body) = req.into_parts();
         let mut body = if small {
             match axum::body::to_bytes(body, REPLAY_LIMIT as usize).await {
                 Ok(b) => forward::OutBody::Buffered(b),
+                Err(_) if late() => return too_slow(),
                 Err(e) => {
                     return text(StatusCode::BAD_REQUEST, format!("reading the request body: {e}"));
                 }
@@ -336,6 +374,11 @@ impl Proxy {
                 Err(f) => {
                     let primary = node.primary().unwrap_or_default();
                     tracing::info!(%primary, how = ?f.how, why = %f.why, "forwarding failed");
+                    if late() {
+                        // The body did not arrive in time: the primary's app got a request
+                        // cut short, which it cannot have run.
+                        return too_slow();
+                    }
                     if !may_retry(f.how) {
                         return text(
                             StatusCode::BAD_GATEWAY,
@@ -393,6 +436,16 @@ impl Proxy {
         }
         resp.map(Body::new)
     }
+}
+
+/// 408: the client did not send its body within `read-timeout`.
+fn too_slow() -> Response<Body> {
+    let mut r = text(
+        StatusCode::REQUEST_TIMEOUT,
+        "the request body did not arrive within proxy.read-timeout; the request did not run",
+    );
+    r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// 503 with `Retry-After`: no primary within `waited`.

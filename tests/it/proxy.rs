@@ -86,13 +86,20 @@ fn writes_at_any_node_run_once_on_the_primary_and_reads_see_them() {
     need::sqlite3();
     need::python3();
     let root = tmp("proxy-rw");
-    let certs = dev_certs(&root, 3);
+    // n1..n3 from the cluster's CA; n4's certificate is from another CA (it trusts the
+    // cluster's, so only the primary's check keeps it out).
+    let certs = dev_certs(&root, 4);
+    let other = dev_certs(&root.join("other"), 4);
+    for f in ["n4.pem", "n4-key.pem"] {
+        std::fs::copy(other.join(f), certs.join(f)).unwrap();
+    }
     let port = free_port();
-    let mut nets = static_nets(3, port, |_| port, "");
+    let mut nets = static_nets(4, port, |_| port, "");
     let extra =
         format!("{ALWAYS_FORWARD}  primary-redirect-timeout: 2s\n  read-header-timeout: 1s\n");
-    let proxies = with_app(&root, &mut nets, &extra);
+    let mut proxies = with_app(&root, &mut nets, &extra);
     let mut c = Cluster::start_custom(&root, nets, &certs);
+    let foreign = proxies.pop().unwrap();
     wait_apps(&proxies);
 
     // Every node takes writes; each runs on the primary's app, and the next read, on
@@ -149,6 +156,14 @@ fn writes_at_any_node_run_once_on_the_primary_and_reads_see_them() {
     // The proxy still serves.
     assert_eq!(request(Method::GET, &url(&proxies[1], "/rows"), &[], vec![]).unwrap().status, 200);
 
+    // A node whose certificate is from another CA never gets a connection to forward on.
+    wait_for("the primary to refuse n4", Duration::from_secs(30), || {
+        c.log(0).contains("QUIC handshake failed")
+    });
+    let r = post_row(&foreign, "foreign", None).unwrap();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(!ids_on(&c, 0).contains_key("foreign"));
+
     // No primary: a write waits primary-redirect-timeout, then 503, and did not run.
     c.stop_node(0);
     wait_for("n2 to lose its primary", Duration::from_secs(30), || {
@@ -167,6 +182,7 @@ fn writes_at_any_node_run_once_on_the_primary_and_reads_see_them() {
     assert_eq!(r.status, 201, "{}", r.text());
     let ids = ids_on(&c, 0);
     assert!(!ids.contains_key("orphan") && ids.contains_key("after"));
+    assert!(!c.log(3).contains("following the primary"), "n4 got in");
 }
 
 #[test]
@@ -246,6 +262,40 @@ fn large_bodies_event_streams_and_websockets_cross_a_replica() {
     }
     s.write_all(&ws_frame(8, &1000u16.to_be_bytes())).unwrap();
     assert_eq!(read_frame(&mut s).0, 8, "close answered");
+    drop(c);
+}
+
+#[test]
+fn slow_bodies_and_long_responses_are_cut_by_the_timeouts() {
+    need::fuse();
+    need::sqlite3();
+    need::python3();
+    let root = tmp("proxy-timeouts");
+    let certs = dev_certs(&root, 2);
+    let port = free_port();
+    let mut nets = static_nets(2, port, |_| port, "");
+    let extra = format!("{ALWAYS_FORWARD}  read-timeout: 1s\n  write-timeout: 2s\n");
+    let proxies = with_app(&root, &mut nets, &extra);
+    let c = Cluster::start_custom(&root, nets, &certs);
+    wait_apps(&proxies);
+    // A body that stops short: 408 on the primary (local app) and on the replica
+    // (forwarded), and the request did not run.
+    for p in &proxies {
+        let head = format!(
+            "POST /rows HTTP/1.1\r\nHost: {p}\r\nContent-Type: application/json\r\n\
+             Content-Length: 1000\r\n\r\n{{\"id\": \"slow\""
+        );
+        let out = raw_exchange(p, head.as_bytes());
+        assert!(out.starts_with("HTTP/1.1 408"), "{p}: {out}");
+    }
+    assert!(!ids_on(&c, 0).contains_key("slow"));
+    // A response longer than write-timeout is cut: 20 events 300 ms apart, forwarded.
+    let events = crate::common::http::stream_lines(&url(&proxies[1], "/sse?n=20&interval_ms=300"));
+    let mut got = 0;
+    while let Ok(line) = events.recv_timeout(Duration::from_secs(30)) {
+        got += usize::from(line.starts_with("data: "));
+    }
+    assert!((1..20).contains(&got), "{got} of 20 events before write-timeout");
     drop(c);
 }
 
