@@ -180,6 +180,36 @@ pub fn may_retry(f: ForwardFailure) -> bool {
     matches!(f, ForwardFailure::NotSent | ForwardFailure::RefusedUnseen)
 }
 
+/// What a forwarding node does after an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Send it again once another primary is known (or this node became it); if its body
+    /// streamed and cannot be sent again, 503: it did not run.
+    Again,
+    /// 408: its body did not arrive within `read-timeout`; the app got a request cut short,
+    /// which it cannot have run.
+    TooSlow,
+    /// 502: the request may have run on the primary.
+    MayHaveRun,
+    /// 502: the primary refused it unread for good (it runs no proxy); it did not run.
+    Refused,
+}
+
+/// Decides what follows a failed attempt that got as far as `how`; `for_good`: the primary
+/// refused it unread for a reason another try cannot change; `body_late`: the client's body
+/// missed `read-timeout`.
+pub fn after_failure(how: ForwardFailure, for_good: bool, body_late: bool) -> AfterFailure {
+    if body_late {
+        AfterFailure::TooSlow
+    } else if !may_retry(how) {
+        AfterFailure::MayHaveRun
+    } else if for_good {
+        AfterFailure::Refused
+    } else {
+        AfterFailure::Again
+    }
+}
+
 /// Headers a proxy must not pass on (RFC 9110 §7.6.1), besides those `Connection` names.
 pub const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -288,6 +318,21 @@ mod tests {
         assert!(may_retry(ForwardFailure::NotSent));
         assert!(may_retry(ForwardFailure::RefusedUnseen));
         assert!(!may_retry(ForwardFailure::Unknown));
+    }
+
+    #[test]
+    fn what_follows_a_failed_forward() {
+        use AfterFailure::*;
+        use ForwardFailure::*;
+        assert_eq!(after_failure(NotSent, false, false), Again);
+        assert_eq!(after_failure(RefusedUnseen, false, false), Again);
+        assert_eq!(after_failure(RefusedUnseen, true, false), Refused);
+        assert_eq!(after_failure(Unknown, false, false), MayHaveRun);
+        assert_eq!(after_failure(Unknown, true, false), MayHaveRun);
+        // A body that never arrived whole cannot have run, however far it got.
+        for how in [NotSent, RefusedUnseen, Unknown] {
+            assert_eq!(after_failure(how, false, true), TooSlow);
+        }
     }
 
     #[test]

@@ -39,8 +39,8 @@ pub use forward::serve_stream;
 
 use crate::config::ProxyConfig;
 use crate::core::proxy::{
-    Class, NodeView, Pattern, REPLAY_LIMIT, Route, classify, is_hop_by_hop, may_retry, route,
-    set_cookie, txid_cookie,
+    AfterFailure, Class, NodeView, Pattern, REPLAY_LIMIT, Route, after_failure, classify,
+    is_hop_by_hop, route, set_cookie, txid_cookie,
 };
 use crate::core::types::Txid;
 use crate::http::{HttpError, text};
@@ -374,26 +374,25 @@ impl Proxy {
                 Err(f) => {
                     let primary = node.primary().unwrap_or_default();
                     tracing::info!(%primary, how = ?f.how, why = %f.why, "forwarding failed");
-                    if late() {
-                        // The body did not arrive in time: the primary's app got a request
-                        // cut short, which it cannot have run.
-                        return too_slow();
-                    }
-                    if !may_retry(f.how) {
-                        return text(
-                            StatusCode::BAD_GATEWAY,
-                            format!(
-                                "forwarded to the primary {primary}, which did not answer \
-                                 completely ({}): the request may have run there",
-                                f.why
-                            ),
-                        );
-                    }
-                    if !f.again {
-                        return text(
-                            StatusCode::BAD_GATEWAY,
-                            format!("not forwarded: {}; the request did not run", f.why),
-                        );
+                    match after_failure(f.how, !f.again, late()) {
+                        AfterFailure::TooSlow => return too_slow(),
+                        AfterFailure::MayHaveRun => {
+                            return text(
+                                StatusCode::BAD_GATEWAY,
+                                format!(
+                                    "forwarded to the primary {primary}, which did not answer \
+                                     completely ({}): the request may have run there",
+                                    f.why
+                                ),
+                            );
+                        }
+                        AfterFailure::Refused => {
+                            return text(
+                                StatusCode::BAD_GATEWAY,
+                                format!("not forwarded: {}; the request did not run", f.why),
+                            );
+                        }
+                        AfterFailure::Again => {}
                     }
                     last_why = f.why;
                     back = f.request;
