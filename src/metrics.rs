@@ -125,6 +125,9 @@ pub struct Metrics {
     elections: Counter,
     demotions: Counter,
     suspicions: Counter,
+    proxy_forward: Histogram,
+    proxy_wait: Histogram,
+    proxy_resends: Counter,
     db_count: Gauge,
     is_primary: Gauge,
     subscribers: Gauge,
@@ -175,6 +178,9 @@ impl Metrics {
             elections: counter(r, "litefleet_elections_total", vec![]),
             demotions: counter(r, "litefleet_demotions_total", vec![]),
             suspicions: counter(r, "litefleet_primary_suspected_total", vec![]),
+            proxy_forward: histogram(r, "litefleet_proxy_forward_seconds", vec![]),
+            proxy_wait: histogram(r, "litefleet_proxy_catch_up_seconds", vec![]),
+            proxy_resends: counter(r, "litefleet_proxy_resent_total", vec![]),
             db_count: gauge(r, "litefs_db_count", vec![]),
             is_primary: gauge(r, "litefs_is_primary", vec![]),
             subscribers: gauge(r, "litefs_subscriber_count", vec![]),
@@ -214,6 +220,27 @@ impl Metrics {
     /// Nothing was heard from the primary for too long.
     pub fn suspected_primary(&self) {
         self.suspicions.increment(1);
+    }
+
+    /// The proxy answered a request that took `route` with `status`.
+    pub fn proxy_request(&self, route: &'static str, status: u16) {
+        let labels = vec![Label::new("route", route), Label::new("status", status.to_string())];
+        counter(&self.recorder, "litefleet_proxy_requests_total", labels).increment(1);
+    }
+
+    /// A forwarded request's response head came back after `d`.
+    pub fn proxy_forwarded(&self, d: Duration) {
+        self.proxy_forward.record(d.as_secs_f64());
+    }
+
+    /// A read waited `d` for this node to reach its cookie's position.
+    pub fn proxy_caught_up(&self, d: Duration) {
+        self.proxy_wait.record(d.as_secs_f64());
+    }
+
+    /// A forwarded request was sent again (it provably had not reached the primary's app).
+    pub fn proxy_resent(&self) {
+        self.proxy_resends.increment(1);
     }
 
     /// Sets the state gauges; `dbs` are every open database's.
@@ -516,6 +543,15 @@ fn describe(r: &PrometheusRecorder) {
     );
     c("litefleet_ltx_written_bytes_total", Some(Unit::Bytes), "Bytes of LTX files written.");
     c("litefleet_ltx_sent_bytes_total", Some(Unit::Bytes), "Bytes of LTX files sent to replicas.");
+    c(
+        "litefleet_proxy_requests_total",
+        None,
+        "Requests the proxy answered, by route (local, forwarded, caught-up, health, \
+         from-replica) and status.",
+    );
+    hi("litefleet_proxy_forward_seconds", "Replica: a forwarded request until its response head.");
+    hi("litefleet_proxy_catch_up_seconds", "Time a read waited for its __txid position.");
+    c("litefleet_proxy_resent_total", None, "Forwarded requests sent again (provably unrun).");
     c("litefleet_snapshots_sent_total", None, "Snapshots sent to replicas.");
     c("litefleet_snapshots_applied_total", None, "Snapshots applied from the primary.");
     c(

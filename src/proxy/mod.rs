@@ -141,7 +141,8 @@ impl Proxy {
             req.extensions_mut().insert(fired);
         }
         let seen = self.cfg.debug.then(|| (req.method().clone(), req.uri().path().to_owned()));
-        let resp = self.clone().route(req, peer).await;
+        let (resp, route) = self.clone().route(req, peer).await;
+        self.store.node().metrics().proxy_request(route, resp.status().as_u16());
         if let Some((method, path)) = seen {
             // `proxy.debug`, as LiteFS: one line per request.
             tracing::info!(%peer, %method, %path, status = resp.status().as_u16(),
@@ -155,7 +156,12 @@ impl Proxy {
         resp.map(|b| Body::new(deadline::Deadline::new(b, at, what).0))
     }
 
-    async fn route(self: Arc<Self>, req: Request<Body>, peer: SocketAddr) -> Response<Body> {
+    /// Routes a client's request; returns the response and the route's metrics label.
+    async fn route(
+        self: Arc<Self>,
+        req: Request<Body>,
+        peer: SocketAddr,
+    ) -> (Response<Body>, &'static str) {
         let class = classify(
             req.method().as_str(),
             req.uri().path(),
@@ -163,7 +169,7 @@ impl Proxy {
             &self.always_forward,
         );
         if class == Class::Health {
-            return self.health();
+            return (self.health(), "health");
         }
         let cookie = txid_cookie(
             req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
@@ -174,27 +180,25 @@ impl Proxy {
             match route(class, cookie, view) {
                 Route::Local => {
                     let cookie = class == Class::Write && view.is_primary;
-                    return self.local(req, Some(peer), cookie).await;
+                    return (self.local(req, Some(peer), cookie).await, "local");
                 }
                 Route::WaitThenLocal(t) => {
+                    let waited = Instant::now();
                     if !self.caught_up(t).await {
-                        return text(
-                            StatusCode::GATEWAY_TIMEOUT,
-                            format!(
-                                "this node did not reach the position of your last write \
-                                 (TXID {t}) within {CATCH_UP_TIMEOUT:?}"
-                            ),
+                        let msg = format!(
+                            "this node did not reach the position of your last write (TXID {t}) \
+                             within {CATCH_UP_TIMEOUT:?}"
                         );
+                        return (text(StatusCode::GATEWAY_TIMEOUT, msg), "caught-up");
                     }
-                    return self.local(req, Some(peer), false).await;
+                    self.store.node().metrics().proxy_caught_up(waited.elapsed());
+                    return (self.local(req, Some(peer), false).await, "caught-up");
                 }
-                Route::Forward => return self.forward(req, peer, deadline).await,
+                Route::Forward => return (self.forward(req, peer, deadline).await, "forwarded"),
                 Route::AwaitPrimary => {
                     if !self.await_primary(deadline, None).await {
-                        return no_primary(
-                            self.cfg.primary_redirect_timeout,
-                            "the request did not run",
-                        );
+                        let wait = self.cfg.primary_redirect_timeout;
+                        return (no_primary(wait, "the request did not run"), "forwarded");
                     }
                 }
             }
@@ -215,7 +219,9 @@ impl Proxy {
             &self.always_forward,
         );
         tracing::debug!(%peer, method = %req.method(), path = req.uri().path(), "forwarded");
-        self.local(req.map(Body::new), None, class == Class::Write).await
+        let resp = self.local(req.map(Body::new), None, class == Class::Write).await;
+        self.store.node().metrics().proxy_request("from-replica", resp.status().as_u16());
+        resp
     }
 
     fn view(&self) -> NodeView {
@@ -369,6 +375,7 @@ impl Proxy {
             match forward::send(&conn, req).await {
                 Ok(resp) => {
                     tracing::debug!(took = ?started.elapsed(), status = %resp.status(), "forwarded");
+                    node.metrics().proxy_forwarded(started.elapsed());
                     return self.respond(resp, on_upgrade, false);
                 }
                 Err(f) => {
@@ -396,6 +403,7 @@ impl Proxy {
                     }
                     last_why = f.why;
                     back = f.request;
+                    node.metrics().proxy_resent();
                     // Wait for another primary (or this node's turn) before sending again.
                     if !self.await_primary(deadline, Some(conn.stable_id())).await {
                         return no_primary(

@@ -121,6 +121,28 @@ fn writes_at_any_node_run_once_on_the_primary_and_reads_see_them() {
     let ids = ids_on(&c, 0);
     assert_eq!(ids.len(), 45);
     assert!(ids.values().all(|&n| n == 1));
+    // The proxies count what they did: n2 forwarded its 15 POSTs (and served 15 reads
+    // after the writes made through n1), n1 served 30 forwarded ones.
+    let metric = |i: usize, name: &str, labels: &str| -> f64 {
+        let text = request(Method::GET, &c.nodes[i].url("/metrics"), &[], vec![]).unwrap().text();
+        text.lines()
+            .find(|l| {
+                let head = if labels.is_empty() {
+                    format!("{name} ")
+                } else {
+                    format!("{name}{{{labels}}}")
+                };
+                l.starts_with(&head)
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name}{{{labels}}} on n{}", i + 1))
+    };
+    let total = "litefleet_proxy_requests_total";
+    assert_eq!(metric(1, total, "route=\"forwarded\",status=\"201\""), 15.0);
+    assert_eq!(metric(0, total, "route=\"from-replica\",status=\"201\""), 30.0);
+    assert_eq!(metric(0, total, "route=\"local\",status=\"201\""), 15.0);
+    assert!(metric(1, "litefleet_proxy_forward_seconds_count", "") >= 15.0);
     // A cookie this node cannot reach in time: 504.
     let far = "__txid=00000000ffffffff";
     let r = request(Method::GET, &url(&proxies[1], "/rows"), &[("cookie", far)], vec![]).unwrap();
