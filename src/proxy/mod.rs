@@ -11,16 +11,16 @@
 //!
 //! `debug: true` logs one line per request (method, path, status, time).
 //!
-//! Timeouts, as Go's `http.Server` applies LiteFS's: `read-header-timeout` for a request
-//! head, `read-timeout` for the whole request (its body fails after it: 408),
-//! `write-timeout` for the response (its body is cut after it), both from the request's
-//! arrival (0: none). Not applied: `idle-timeout`; hyper starts the head timeout as soon as
-//! a kept-alive connection waits for its next request, so an idle connection is closed
-//! after `read-header-timeout`.
+//! Timeouts, as Go's `http.Server` applies LiteFS's (0: none): `idle-timeout` for a
+//! kept-alive connection waiting for its next request (none set: `read-timeout`'s),
+//! `read-header-timeout` from a request's first byte to its whole head ([`idle`]),
+//! `read-timeout` for the whole request (its body fails after it: 408), `write-timeout`
+//! for the response (its body is cut after it), both from the request's arrival.
 
 mod app;
 mod deadline;
 mod forward;
+mod idle;
 mod quic_io;
 
 use std::net::SocketAddr;
@@ -104,21 +104,31 @@ impl Proxy {
                 () = crate::http::stopped(&mut shutdown) => return Ok(()),
             };
             let _ = stream.set_nodelay(true);
+            let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+            // Go's rule: no idle-timeout means read-timeout's.
+            let idle_limit = nonzero(self.cfg.idle_timeout).or(nonzero(self.cfg.read_timeout));
+            let (io, activity) =
+                idle::IdleIo::new(stream, idle_limit, nonzero(self.cfg.read_header_timeout));
             let me = self.clone();
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let me = me.clone();
-                async move { Ok::<_, std::convert::Infallible>(me.handle(req, peer).await) }
+                let (me, activity) = (me.clone(), activity.clone());
+                let busy = activity.begin();
+                async move {
+                    let resp = me.handle(req, peer).await;
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        activity.upgraded();
+                    }
+                    Ok::<_, std::convert::Infallible>(
+                        resp.map(|b| Body::new(idle::Guarded::new(b, busy))),
+                    )
+                }
             });
-            let head_timeout = self.cfg.read_header_timeout;
             tokio::spawn(async move {
                 let mut b = hyper::server::conn::http1::Builder::new();
                 b.timer(TokioTimer::new())
                     .max_header_size(crate::http::MAX_HEAD)
                     .max_buf_size(crate::http::MAX_BUF);
-                if !head_timeout.is_zero() {
-                    b.header_read_timeout(head_timeout);
-                }
-                let conn = b.serve_connection(TokioIo::new(stream), svc).with_upgrades();
+                let conn = b.serve_connection(TokioIo::new(io), svc).with_upgrades();
                 if let Err(e) = conn.await {
                     tracing::debug!(%peer, error = %e, "proxy connection ended");
                 }

@@ -17,7 +17,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::app::with_app;
-use crate::common::cluster::{Cluster, NodeNet, dev_certs, free_port, static_nets, wait_for};
+use crate::common::cluster::{
+    Cluster, NodeNet, dev_certs, free_port, holds_for, static_nets, wait_for,
+};
 use crate::common::consul::Consul;
 use crate::common::http::{Method, Resp, request};
 use crate::common::{need, tmp};
@@ -298,7 +300,10 @@ fn slow_bodies_and_long_responses_are_cut_by_the_timeouts() {
     let certs = dev_certs(&root, 2);
     let port = free_port();
     let mut nets = static_nets(2, port, |_| port, "");
-    let extra = format!("{ALWAYS_FORWARD}  read-timeout: 1s\n  write-timeout: 2s\n");
+    let extra = format!(
+        "{ALWAYS_FORWARD}  read-timeout: 1s\n  write-timeout: 2s\n  idle-timeout: 1s\n  \
+         read-header-timeout: 20s\n"
+    );
     let proxies = with_app(&root, &mut nets, &extra);
     let c = Cluster::start_custom(&root, nets, &certs);
     wait_apps(&proxies);
@@ -320,6 +325,44 @@ fn slow_bodies_and_long_responses_are_cut_by_the_timeouts() {
         got += usize::from(line.starts_with("data: "));
     }
     assert!((1..20).contains(&got), "{got} of 20 events before write-timeout");
+
+    // A kept-alive connection with no request is closed after idle-timeout (1 s here), long
+    // before read-header-timeout (20 s) would.
+    let mut s = TcpStream::connect(proxies[0].as_str()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let head = read_head(&mut s);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest);
+    assert!(closed.is_ok() && rest.is_empty(), "the idle connection was not closed: {closed:?}");
+    // A WebSocket is not an idle HTTP connection: quiet past idle-timeout, it still echoes.
+    let mut ws = TcpStream::connect(proxies[1].as_str()).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        ws,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    assert!(read_head(&mut ws).starts_with("HTTP/1.1 101"));
+    ws.set_nonblocking(true).unwrap();
+    holds_for("a quiet WebSocket", Duration::from_millis(2500), || {
+        let mut b = [0u8; 1];
+        matches!(ws.peek(&mut b), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    });
+    ws.set_nonblocking(false).unwrap();
+    ws.write_all(&ws_frame(1, b"still here")).unwrap();
+    assert_eq!(read_frame(&mut ws), (1, b"still here".to_vec()));
     drop(c);
 }
 
