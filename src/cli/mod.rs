@@ -5,6 +5,7 @@ mod demo;
 mod ltx;
 mod mount;
 mod replication;
+mod run;
 mod status;
 mod transfer;
 
@@ -111,6 +112,28 @@ enum Command {
         url: String,
         path: PathBuf,
     },
+    /// Run a command next to a node, as LiteFS's `litefs run`: with `--if-candidate` only on
+    /// a candidate, with `--promote` once this node is the primary (a graceful handoff).
+    Run {
+        /// The local node's HTTP API.
+        #[arg(long, default_value = status::DEFAULT_URL)]
+        url: String,
+        /// Make this node the primary first (`POST /promote`), then run the command.
+        #[arg(long)]
+        promote: bool,
+        /// Skip the command (exit 0) unless this node is a candidate (`lease.candidate`).
+        #[arg(long)]
+        if_candidate: bool,
+        /// LiteFS's HALT lock on a database (not built yet: refused).
+        #[arg(long, value_name = "DB_PATH")]
+        with_halt_lock_on: Option<PathBuf>,
+        /// Say what it does on stderr.
+        #[arg(long, short = 'v')]
+        verbose: bool,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Cluster certificates for mutual TLS between nodes.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
@@ -164,9 +187,25 @@ pub enum LtxCommand {
 /// those flag names, given with one dash, are rewritten to clap's two (`--name`, `--url=U`).
 /// Only whole known names are rewritten, so short flags and values are left alone.
 pub fn go_flags(args: impl IntoIterator<Item = std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    const GO_FLAGS: [&str; 6] = ["name", "url", "config", "json", "no-expand-env", "skip-unmount"];
+    const GO_FLAGS: [&str; 9] = [
+        "name",
+        "url",
+        "config",
+        "json",
+        "no-expand-env",
+        "skip-unmount",
+        "promote",
+        "if-candidate",
+        "with-halt-lock-on",
+    ];
+    // Nothing after `--` is rewritten: it is a command's own arguments (`litefleet run`).
+    let mut rest = false;
     args.into_iter()
         .map(|a| {
+            if rest || a == "--" {
+                rest = true;
+                return a;
+            }
             let Some(t) = a.to_str() else { return a };
             let Some(rest) = t.strip_prefix('-').filter(|r| !r.starts_with('-')) else {
                 return a;
@@ -191,6 +230,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status { url, json } => status::run(&url, json),
         Command::Export { name, url, path } => transfer::export(&url, &name, &path),
         Command::Import { name, url, path } => transfer::import(&url, &name, &path),
+        Command::Run { url, promote, if_candidate, with_halt_lock_on, verbose, cmd } => {
+            run::run(run::RunArgs {
+                url,
+                promote,
+                if_candidate,
+                halt_lock_on: with_halt_lock_on,
+                verbose,
+                cmd,
+            })
+        }
         Command::Verify { config, data_dir } => verify(config, data_dir),
         Command::Mount { config, no_expand_env, skip_unmount, threads, exec } => {
             mount::run(mount::MountArgs { config, no_expand_env, skip_unmount, exec, threads })
@@ -278,5 +327,12 @@ mod tests {
             got,
             ["litefleet", "status", "--url", "http://n1:20202", "--json", "-c", "x", "--name=a"]
         );
+        // A command's own arguments after `--` are left alone.
+        let args = ["litefleet", "run", "-promote", "--", "sqlite3", "-json", "db"];
+        let got: Vec<String> = super::go_flags(args.map(std::ffi::OsString::from))
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(got, ["litefleet", "run", "--promote", "--", "sqlite3", "-json", "db"]);
     }
 }

@@ -239,6 +239,30 @@ impl ConnFd {
     }
 }
 
+/// How much of a refused upload is read and dropped before the answer (see
+/// [`refuse_unread`]), and for how long.
+const DRAIN_LIMIT: usize = 256 * 1024 * 1024;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Answers `resp` to an upload refused before its body was read, after reading and
+/// dropping the body (up to [`DRAIN_LIMIT`] within [`DRAIN_TIME`]). Closing a connection
+/// with unread request bytes makes the kernel reset it, and a client still sending its
+/// upload then sees "connection reset" instead of the answer.
+pub(crate) async fn refuse_unread(body: axum::body::Body, resp: Response) -> Response {
+    use futures_util::StreamExt;
+    let mut data = body.into_data_stream();
+    let drain = async {
+        let mut seen = 0;
+        while seen < DRAIN_LIMIT
+            && let Some(Ok(chunk)) = data.next().await
+        {
+            seen += chunk.len();
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    resp
+}
+
 /// Completes when `shutdown` turns true (or its sender is gone).
 pub(crate) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|s| *s).await;

@@ -227,21 +227,25 @@ pub async fn import(
 ) -> Response {
     let name = match db_name(&q) {
         Ok(n) => n,
-        Err(r) => return *r,
+        Err(r) => return super::refuse_unread(body, *r).await,
     };
     let (is_primary, primary) = api.primary_view();
     if !is_primary {
         let who = if primary.is_empty() { "unknown".to_owned() } else { primary };
-        return text(
+        let r = text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("this node is not the primary; import on the primary: {who}"),
         );
+        return super::refuse_unread(body, r).await;
     }
     let check = !matches!(q.check.as_deref(), Some("0" | "false"));
     let busy = match q.busy_timeout.as_deref().map(crate::config::parse_duration) {
         None => BUSY_TIMEOUT,
         Some(Ok(d)) => d,
-        Some(Err(e)) => return text(StatusCode::BAD_REQUEST, format!("busy-timeout: {e}")),
+        Some(Err(e)) => {
+            let r = text(StatusCode::BAD_REQUEST, format!("busy-timeout: {e}"));
+            return super::refuse_unread(body, r).await;
+        }
     };
     match run_import(&api, &name, body, check, busy).await {
         Ok(done) => {

@@ -208,7 +208,9 @@ impl Proxy {
                 Route::AwaitPrimary => {
                     if !self.await_primary(deadline, None).await {
                         let wait = self.cfg.primary_redirect_timeout;
-                        return (no_primary(wait, "the request did not run"), "forwarded");
+                        let r = no_primary(wait, "the request did not run");
+                        let r = crate::http::refuse_unread(req.into_body(), r).await;
+                        return (r, "forwarded");
                     }
                 }
             }

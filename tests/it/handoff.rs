@@ -125,3 +125,65 @@ fn promote_under_load_and_a_rolling_restart() {
     drop(c);
     drop(consul);
 }
+
+/// `litefleet run` (LiteFS's `litefs run`) with `--url` pointing at node `i`'s API.
+fn run_cli(c: &Cluster, i: usize, flags: &[&str], cmd: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_litefleet"))
+        .arg("run")
+        .arg("-url")
+        .arg(c.nodes[i].url(""))
+        .args(flags)
+        .arg("--")
+        .args(cmd)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn run_promotes_a_candidate_before_its_command_and_skips_non_candidates() {
+    need::fuse();
+    need::sqlite3();
+    need::consul();
+    let root = tmp("run-promote");
+    let consul = Consul::start(root.join("consul"));
+    let c = Cluster::start_consul(&root, 2, &consul.url(), "litefleet/run-promote", "");
+    let p = c.wait_new_primary(&[0; 2], None, Duration::from_secs(30));
+    let t = 1 - p;
+    c.sql_ok(p, "m.db", "CREATE TABLE t(x);");
+    c.wait_all_at(p, "m.db", Duration::from_secs(30));
+    // A migration run on the replica with -promote: the node becomes the primary first, so
+    // the command's write succeeds there; its exit code is run's (`-json` is sqlite3's own
+    // flag, passed through untouched).
+    let db = c.db(t, "m.db");
+    let sql = "INSERT INTO t VALUES (1); SELECT count(*) AS n FROM t;";
+    let o = run_cli(
+        &c,
+        t,
+        &["-promote", "-if-candidate", "-v"],
+        &["sqlite3", "-json", db.to_str().unwrap(), sql],
+    );
+    let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains("\"n\":1"), "{out}");
+    assert!(err.contains("promoting this node") && err.contains("is the primary"), "{err}");
+    wait_for("the promoted node to log it", Duration::from_secs(10), || c.terms(t) >= 1);
+    // The command's exit code comes back; a HALT lock is refused, nothing runs.
+    let o = run_cli(&c, t, &[], &["sh", "-c", "exit 7"]);
+    assert_eq!(o.status.code(), Some(7));
+    let o =
+        run_cli(&c, p, &["-with-halt-lock-on", db.to_str().unwrap()], &["touch", "/nonexistent/x"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("not built"), "{o:?}");
+    drop(c);
+    drop(consul);
+
+    // A static replica is no candidate: -if-candidate skips the command.
+    let root = tmp("run-skip");
+    let c = Cluster::start(&root, 2);
+    let marker = root.join("ran");
+    let o = run_cli(&c, 1, &["-if-candidate"], &["touch", marker.to_str().unwrap()]);
+    assert!(o.status.success(), "{o:?}");
+    assert!(!marker.exists(), "ran on a node that is not a candidate");
+    let o = run_cli(&c, 0, &["-if-candidate"], &["touch", marker.to_str().unwrap()]);
+    assert!(o.status.success() && marker.exists(), "{o:?}");
+}
