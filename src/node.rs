@@ -297,7 +297,6 @@ impl NodeCtx {
         self.kernel.get().map(|k| k.mount_dir().to_owned())
     }
 
-    /// The primary's hostname while a replica is connected to it.
     /// Replica: the connection to the primary it follows (see the field).
     pub fn primary_link(&self) -> watch::Receiver<Option<quinn::Connection>> {
         self.primary_link.subscribe()
@@ -316,6 +315,7 @@ impl NodeCtx {
         let _ = self.proxy.set(p);
     }
 
+    /// The primary's hostname while a replica is connected to it.
     pub fn primary(&self) -> Option<String> {
         self.primary.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
