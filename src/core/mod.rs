@@ -7,6 +7,7 @@
 //! every decision here unit-testable, simulatable and fuzzable.
 
 pub mod commit;
+pub mod halt;
 pub mod lease;
 pub mod ltx;
 pub mod proxy;
