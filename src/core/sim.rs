@@ -100,6 +100,10 @@ pub struct Bugs {
     /// A handoff moves the lease as soon as writes stopped, without waiting for the target's
     /// ACK of the final positions (`protocol.md` §12 step 5 skipped).
     pub handoff_without_final_ack: bool,
+    /// The primary records an ACK of its newest commit one TXID short (the shell bounded
+    /// ACKs by a position it published after offering the commit to the streams: the CI
+    /// failure fixed in dc5b754).
+    pub ack_one_short: bool,
 }
 
 /// xorshift64*: deterministic per seed (shared with `repl_sim`).
@@ -1033,8 +1037,13 @@ impl Sim {
                     }
                 }
                 PrimaryEvent::Acked { pos, .. } => {
+                    let newest = self.nodes[i].state.pos.txid;
+                    let mut txid = pos.txid;
+                    if self.bugs.ack_one_short && txid == newest {
+                        txid = Txid(txid.0.saturating_sub(1));
+                    }
                     if let Some(sv) = self.nodes[i].serving.get_mut(&c) {
-                        sv.acked = sv.acked.max(pos.txid);
+                        sv.acked = sv.acked.max(txid);
                     }
                 }
                 PrimaryEvent::HandOver { token, .. } => self.start_handoff(i, c, token),
@@ -1501,6 +1510,16 @@ impl Sim {
                 return Err(format!("not converged: n{} at {}, n1 at {}", i + 1, n.state.pos, p0));
             }
         }
+        // Liveness: once converged and healed, no synchronous commit still waits (every
+        // replica holds it; a missing ACK would keep its client waiting forever).
+        for (i, n) in self.nodes.iter().enumerate() {
+            if let Some(w) = n.waiting.filter(|w| w.txid <= p0.txid) {
+                return Err(format!(
+                    "n{} still waits for the ACKs of commit {w}, which every node holds",
+                    i + 1
+                ));
+            }
+        }
         // The final history.
         let chain = &self.nodes[0].chain;
         let in_history = |p: &Pos| chain.get(&p.txid) == Some(p);
@@ -1679,6 +1698,12 @@ mod reinjected {
     fn files_applied_over_own_unconfirmed_transactions_are_found() {
         let bugs = Bugs { ignore_own_transactions: true, ..Bugs::default() };
         found(bugs, "own unconfirmed transactions ignored", "neither in the history nor set aside");
+    }
+
+    #[test]
+    fn an_ack_recorded_short_is_found() {
+        let bugs = Bugs { ack_one_short: true, ..Bugs::default() };
+        found(bugs, "an ACK recorded one TXID short", "still waits for the ACKs");
     }
 
     #[test]
