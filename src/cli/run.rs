@@ -21,14 +21,6 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
-/// What `GET /info` says of the node's role.
-#[derive(Debug, serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Role {
-    is_primary: bool,
-    candidate: bool,
-}
-
 pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     let Some((prog, args)) = a.cmd.split_first() else { bail!("no command given (after --)") };
     if a.halt_lock_on.is_some() {
@@ -47,31 +39,22 @@ pub fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if a.if_candidate || a.promote {
-        let base = a.url.trim_end_matches('/');
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the runtime")?;
-        let role: Role = rt.block_on(async {
-            let c = reqwest::Client::builder().connect_timeout(Duration::from_secs(10)).build()?;
-            let r = c
-                .get(format!("{base}/info"))
-                .send()
-                .await
-                .with_context(|| format!("{base}/info: is a litefleet node listening?"))?;
-            let status = r.status();
-            let body = r.text().await?;
-            if !status.is_success() {
-                bail!("{base}/info: {status}: {}", body.trim());
-            }
-            serde_json::from_str(&body).with_context(|| format!("{base}/info: not /info's JSON"))
-        })?;
-        if a.if_candidate && !role.candidate {
+        let info = super::status::fetch_info(&a.url)?;
+        let flag = |k: &str| info.get(k).and_then(|v| v.as_bool());
+        let (Some(is_primary), Some(candidate)) = (flag("isPrimary"), flag("candidate")) else {
+            bail!("{}/info: no isPrimary and candidate fields", a.url.trim_end_matches('/'));
+        };
+        if a.if_candidate && !candidate {
             say("this node is not a candidate: the command is skipped".into());
             return Ok(ExitCode::SUCCESS);
         }
-        if a.promote && !role.is_primary {
+        if a.promote && !is_primary {
             say("promoting this node".into());
+            let base = a.url.trim_end_matches('/');
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the runtime")?;
             rt.block_on(async {
                 // The node answers once it is the primary (or why it is not).
                 let c =

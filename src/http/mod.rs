@@ -157,25 +157,7 @@ pub async fn serve(
             }
         }
     });
-    loop {
-        // invariant: the semaphore is never closed.
-        let permit = tokio::select! {
-            p = slots.clone().acquire_owned() => p.expect("never closed"),
-            () = stopped(&mut shutdown) => return Ok(()),
-        };
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accepting an HTTP connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => return Ok(()),
-        };
-        let _ = stream.set_nodelay(true);
+    while let Some((permit, stream, peer)) = accept(&listener, &slots, &mut shutdown).await {
         let fd = ConnFd(std::os::fd::AsRawFd::as_raw_fd(&stream));
         let app = app.clone();
         let (node_hdr, cluster_hdr) = (node_hdr.clone(), cluster_hdr.clone());
@@ -211,6 +193,7 @@ pub async fn serve(
             drop(permit);
         });
     }
+    Ok(())
 }
 
 /// The socket of the connection a request came on, for socket options a handler sets on
@@ -261,6 +244,36 @@ pub(crate) async fn refuse_unread(body: axum::body::Body, resp: Response) -> Res
     };
     let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
     resp
+}
+
+/// The next connection on `listener` once one of `slots` is free, with `TCP_NODELAY` set;
+/// `None` once `shutdown` turns true. Accept errors (EMFILE and friends) back off instead of
+/// spinning.
+pub(crate) async fn accept(
+    listener: &tokio::net::TcpListener,
+    slots: &Arc<Semaphore>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<(tokio::sync::OwnedSemaphorePermit, tokio::net::TcpStream, SocketAddr)> {
+    // invariant: the semaphore is never closed.
+    let permit = tokio::select! {
+        p = slots.clone().acquire_owned() => p.expect("never closed"),
+        () = stopped(shutdown) => return None,
+    };
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some((permit, stream, peer));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a TCP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            () = stopped(shutdown) => return None,
+        }
+    }
 }
 
 /// Completes when `shutdown` turns true (or its sender is gone).

@@ -86,24 +86,9 @@ impl Proxy {
         tracing::info!(addr = %listener.local_addr()?, target = %self.cfg.target,
             db = %self.cfg.db, "serving the proxy");
         let slots = Arc::new(Semaphore::new(crate::http::MAX_CONNECTIONS));
-        loop {
-            // invariant: the semaphore is never closed.
-            let permit = tokio::select! {
-                p = slots.clone().acquire_owned() => p.expect("never closed"),
-                () = crate::http::stopped(&mut shutdown) => return Ok(()),
-            };
-            let (stream, peer) = tokio::select! {
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accepting a proxy connection");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = crate::http::stopped(&mut shutdown) => return Ok(()),
-            };
-            let _ = stream.set_nodelay(true);
+        while let Some((permit, stream, peer)) =
+            crate::http::accept(&listener, &slots, &mut shutdown).await
+        {
             let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
             // Go's rule: no idle-timeout means read-timeout's.
             let idle_limit = nonzero(self.cfg.idle_timeout).or(nonzero(self.cfg.read_timeout));
@@ -135,6 +120,7 @@ impl Proxy {
                 drop(permit);
             });
         }
+        Ok(())
     }
 
     /// A client's request, under `read-timeout` (its body) and `write-timeout` (the

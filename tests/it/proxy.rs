@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::app::with_app;
 use crate::common::cluster::{
-    Cluster, NodeNet, dev_certs, free_port, holds_for, static_nets, wait_for,
+    Cluster, consul_nets, dev_certs, free_port, holds_for, static_nets, wait_for,
 };
 use crate::common::consul::Consul;
 use crate::common::http::{Method, Resp, request};
@@ -435,25 +435,8 @@ fn posts_through_every_node_survive_a_kill_and_a_handoff_without_running_twice()
     let root = tmp("proxy-failover");
     let consul = Consul::start(root.join("consul"));
     let certs = dev_certs(&root, N);
-    let mut nets: Vec<NodeNet> = (0..N)
-        .map(|i| {
-            let port = free_port();
-            NodeNet {
-                netns: None,
-                listen: format!("127.0.0.1:{port}"),
-                primary_url: String::new(),
-                data_extra: String::new(),
-                lease: Some(format!(
-                    "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
-                     advertise-url: \"http://127.0.0.1:{port}\"\n  sync-replicas: 2\n  consul:\n    \
-                     url: \"{url}\"\n    key: \"litefleet/proxy-failover\"\n    ttl: 10s\n    \
-                     lock-delay: 1s\n",
-                    n = i + 1,
-                    url = consul.url(),
-                )),
-            }
-        })
-        .collect();
+    let mut nets =
+        consul_nets(N, &consul.url(), "litefleet/proxy-failover", "  sync-replicas: 2\n");
     let proxies = with_app(&root, &mut nets, "  primary-redirect-timeout: 10s\n");
     let mut c = Cluster::start_custom(&root, nets, &certs);
     let p = c.wait_new_primary(&[0; N], None, Duration::from_secs(30));

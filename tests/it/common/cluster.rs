@@ -193,24 +193,7 @@ impl Cluster {
         extra: &str,
     ) -> Cluster {
         let certs = dev_certs(root, n);
-        let nets = (0..n)
-            .map(|i| {
-                let port = free_port();
-                NodeNet {
-                    netns: None,
-                    listen: format!("127.0.0.1:{port}"),
-                    primary_url: String::new(),
-                    data_extra: String::new(),
-                    lease: Some(format!(
-                        "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
-                         advertise-url: \"http://127.0.0.1:{port}\"\n  consul:\n    url: \"{consul_url}\"\n    \
-                         key: \"{key}\"\n    ttl: 10s\n    lock-delay: 1s\n{extra}",
-                        n = i + 1,
-                    )),
-                }
-            })
-            .collect();
-        Cluster::start_custom(root, nets, &certs)
+        Cluster::start_custom(root, consul_nets(n, consul_url, key, extra), &certs)
     }
 
     /// How many times node `i` became the primary (from its log).
@@ -421,6 +404,29 @@ pub fn sql_at(path: &Path, sql: &str) -> (bool, String) {
     let text =
         format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// Loopback networking for `n` Consul candidates sharing the lease at `consul_url` (key
+/// `key`), with `extra` appended to each `lease:` section after `consul:` (lines indented by
+/// four spaces belong to `consul:`, by two to `lease:`).
+pub fn consul_nets(n: usize, consul_url: &str, key: &str, extra: &str) -> Vec<NodeNet> {
+    (0..n)
+        .map(|i| {
+            let port = free_port();
+            NodeNet {
+                netns: None,
+                listen: format!("127.0.0.1:{port}"),
+                primary_url: String::new(),
+                data_extra: String::new(),
+                lease: Some(format!(
+                    "lease:\n  type: consul\n  candidate: true\n  hostname: n{n}\n  \
+                     advertise-url: \"http://127.0.0.1:{port}\"\n  consul:\n    url: \"{consul_url}\"\n    \
+                     key: \"{key}\"\n    ttl: 10s\n    lock-delay: 1s\n{extra}",
+                    n = i + 1,
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Loopback networking for `n` nodes under a static lease, `n1` listening on `port`. Node
